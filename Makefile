@@ -1,0 +1,65 @@
+# The README's two commands: `make run` and `make test`. Everything else supports them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NODES ?= 1
+TEST_KAFKA_PORT ?= 19092
+TEST_KAFKA_DATA := $(CURDIR)/.kafka/test
+
+.PHONY: install run test test-unit test-integration lint kafka-up kafka-down kafka-logs kafka-status topics clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+kafka-up:
+	NODES=$(NODES) deploy/kafka/kafka.sh up
+
+kafka-down:
+	NODES=$(NODES) deploy/kafka/kafka.sh down
+
+kafka-logs:
+	NODES=$(NODES) deploy/kafka/kafka.sh logs
+
+kafka-status:
+	NODES=$(NODES) deploy/kafka/kafka.sh status
+
+topics: install
+	$(PY) -m agents topics apply
+
+run: install
+	deploy/local/run.sh
+
+# A broker of its own on a test port and a fresh data folder: started here, stopped here.
+test: install
+	@rm -rf $(TEST_KAFKA_DATA)
+	@KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_DATA=$(TEST_KAFKA_DATA) deploy/kafka/kafka.sh up
+	@status=0; \
+	INVENTORY_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_DATA=$(TEST_KAFKA_DATA) deploy/kafka/kafka.sh down; \
+	exit $$status
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	@rm -rf $(TEST_KAFKA_DATA)
+	@KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_DATA=$(TEST_KAFKA_DATA) deploy/kafka/kafka.sh up
+	@status=0; \
+	INVENTORY_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) $(PY) -m pytest tests/integration $(PYTEST_ARGS) || status=$$?; \
+	KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_DATA=$(TEST_KAFKA_DATA) deploy/kafka/kafka.sh down; \
+	exit $$status
+
+lint: install
+	$(VENV)/bin/ruff check agents tests bench
+	$(VENV)/bin/ruff format --check agents tests bench
+	$(VENV)/bin/mypy
+	$(PY) -m agents topics check
+
+clean:
+	rm -rf data .run .kafka/test .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Inventory allocation worker fleet."""

@@ -1,0 +1,86 @@
+"""Command line: `python -m agents worker | topics apply | topics check | demo | produce`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agents.settings import get_settings
+from agents.topology import load_topology
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agents", description="inventory allocation worker fleet")
+    sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("worker", help="run a worker (applies topics.yaml first)")
+    worker.add_argument("--loglevel", default=None)
+    topics = sub.add_parser("topics", help="topic administration from topics.yaml")
+    topics.add_argument("action", choices=["apply", "check"])
+    demo = sub.add_parser("demo", help="produce a demo feed and show a live summary")
+    demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
+    produce = sub.add_parser("produce", help="produce JSON events (one per line) to an input topic")
+    produce.add_argument("topic_id", help="topic id from topics.yaml, e.g. stock_movements")
+    produce.add_argument("file", help="file of JSON lines, - for standard input")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    topology = load_topology(settings.topics_file, settings.replication_factor)
+
+    if args.command == "topics":
+        from agents.admin import apply_topics, check_topology
+
+        if args.action == "check":
+            problems = check_topology(topology, settings.schemas_dir)
+            for problem in problems:
+                print(f"error: {problem}", file=sys.stderr)
+            if not problems:
+                print(f"topics.yaml agrees with schemas/ ({len(topology.topics)} topics)")
+            return 1 if problems else 0
+        from agents.admin import TopicMismatchError
+
+        try:
+            report = apply_topics(topology, settings.kafka_bootstrap)
+        except TopicMismatchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"topics: {len(report.created)} created, {len(report.unchanged)} already as topics.yaml says")
+        for name in report.created:
+            print(f"  created {name}")
+        return 0
+
+    if args.command == "worker":
+        return run_worker(args.loglevel or settings.log_level)
+
+    if args.command == "demo":
+        from agents.demo import run_demo
+
+        return run_demo(settings, topology, seconds=args.seconds)
+
+    if args.command == "produce":
+        from agents.demo import produce_file
+
+        return produce_file(settings, topology, args.topic_id, args.file)
+    return 2
+
+
+def run_worker(loglevel: str) -> int:
+    from agents.admin import apply_topics
+    from agents.settings import get_settings
+
+    settings = get_settings()
+    apply_topics(load_topology(settings.topics_file, settings.replication_factor), settings.kafka_bootstrap)
+
+    import faust
+
+    import agents.streams
+    import agents.web
+    from agents.app import app
+
+    assert agents.streams
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

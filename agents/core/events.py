@@ -1,0 +1,351 @@
+"""The wire contract of DESIGN.md section 7 as pydantic models.
+
+Inputs are validated here (unknown fields ignored, missing or wrongly typed required fields rejected);
+outputs are built here and serialised at the edge.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    TypeAdapter,
+    model_validator,
+)
+
+
+def _non_zero(value: int) -> int:
+    if value == 0:
+        raise ValueError("must not be zero")
+    return value
+
+
+# An identifier that can be part of a `tenant|entity` key: no separator, no control characters.
+Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^|\x00-\x1f]+$")]
+# Quantities fit an Avro int (and a Java int) on every consumer.
+MAX_QTY = 2**31 - 1
+PositiveQty = Annotated[StrictInt, Field(gt=0, le=MAX_QTY)]
+NonNegativeQty = Annotated[StrictInt, Field(ge=0, le=MAX_QTY)]
+NonZeroDelta = Annotated[StrictInt, Field(ge=-MAX_QTY, le=MAX_QTY), AfterValidator(_non_zero)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6, allow_inf_nan=False)]
+Percentage = Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]
+
+Tier = Literal["BRONZE", "SILVER", "GOLD", "PLATINUM"]
+Priority = Literal["LOW", "MEDIUM", "HIGH", "URGENT"]
+Stage = Literal["LEAD", "QUALIFIED", "PROPOSAL", "NEGOTIATION", "CLOSED_WON", "CLOSED_LOST"]
+BackorderPolicy = Literal["REJECT", "BACKORDER"]
+OrderStatus = Literal[
+    "PENDING",
+    "INVENTORY_ALLOCATED",
+    "FULFILLMENT_IN_PROGRESS",
+    "SHIPPED",
+    "DELIVERED",
+    "REJECTED",
+    "BACKORDERED",
+    "CANCELLED",
+    "EXPIRED",
+]
+FulfillmentStatus = Literal["PENDING", "IN_PROGRESS", "COMPLETED", "SHIPPED", "DELIVERED"]
+BackorderStatus = Literal["PENDING", "FULFILLED", "CANCELLED"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+# A tenant id is a plain identifier, so `tenant:entity` output keys split unambiguously at the first colon.
+TenantId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class Event(Model):
+    event_id: Id
+    event_type: str
+    tenant_id: TenantId
+    occurred_at: AwareDatetime
+
+
+# ---- inputs -------------------------------------------------------------------------------------------
+
+
+class ProductUpserted(Event):
+    event_type: Literal["ProductUpserted"]
+    sku: Id
+    description: str
+    unit_price: Money
+    unit_cost: Money
+    lead_time_days: NonNegativeQty
+
+
+class StockReceived(Event):
+    event_type: Literal["StockReceived"]
+    movement_id: Id
+    sku: Id
+    location: Id
+    quantity: PositiveQty
+
+
+class StockAdjusted(Event):
+    event_type: Literal["StockAdjusted"]
+    movement_id: Id
+    sku: Id
+    location: Id
+    delta: NonZeroDelta
+    reason: str
+
+
+class StockCounted(Event):
+    event_type: Literal["StockCounted"]
+    movement_id: Id
+    sku: Id
+    location: Id
+    quantity: NonNegativeQty
+
+
+class CustomerUpserted(Event):
+    event_type: Literal["CustomerUpserted"]
+    customer_id: Id
+    name: str
+    tier: Tier
+    credit_limit: Money
+    credit_used: Money
+
+
+class PricingUpdate(Model):
+    sku: Id
+    customer_price: Money | None = None
+    discount_percentage: Percentage | None = None
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> PricingUpdate:
+        if self.customer_price is None and self.discount_percentage is None:
+            raise ValueError(f"pricing update for {self.sku} sets neither customer_price nor discount_percentage")
+        return self
+
+
+class CustomerPricingUpdated(Event):
+    event_type: Literal["CustomerPricingUpdated"]
+    customer_id: Id
+    updates: Annotated[tuple[PricingUpdate, ...], Field(min_length=1)]
+
+
+class OpportunityItem(Model):
+    sku: Id
+    quantity: PositiveQty
+    location: Id
+    unit_price: Money
+
+
+class OpportunityUpserted(Event):
+    event_type: Literal["OpportunityUpserted"]
+    opportunity_id: Id
+    customer_id: Id
+    sales_rep_id: Id
+    stage: Stage
+    probability: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    expected_close_date: AwareDatetime | date
+    items: tuple[OpportunityItem, ...]
+
+
+class OrderLine(Model):
+    line_id: Id
+    sku: Id
+    quantity: Annotated[
+        StrictInt, Field(le=MAX_QTY)
+    ]  # > 0 is checked by the saga so that a bad quantity is INVALID_ORDER, not a DLQ
+    location: Id
+
+
+class OrderPlaced(Event):
+    event_type: Literal["OrderPlaced"]
+    order_id: Id
+    order_number: str
+    customer_id: Id
+    order_date: AwareDatetime
+    lines: tuple[OrderLine, ...]
+    shipping_address: dict[str, str]
+    priority: Priority = "MEDIUM"
+    backorder_policy: BackorderPolicy = "REJECT"
+    opportunity_id: Id | None = None
+
+
+class OrderCancelled(Event):
+    event_type: Literal["OrderCancelled"]
+    order_id: Id
+    reason: str
+
+
+class SnapshotLine(Model):
+    line_id: Id
+    sku: Id
+    quantity: NonNegativeQty
+    location: Id
+
+
+class OrderSnapshot(Event):
+    event_type: Literal["OrderSnapshot"]
+    order_id: Id
+    customer_id: Id
+    status: str
+    lines: tuple[SnapshotLine, ...]
+
+
+class FulfillmentItem(Model):
+    sku: Id
+    quantity: PositiveQty
+    location: Id
+
+
+class FulfillmentStarted(Event):
+    event_type: Literal["FulfillmentStarted"]
+    fulfillment_id: Id
+    order_id: Id
+    items: Annotated[tuple[FulfillmentItem, ...], Field(min_length=1)]
+    shipping_method: str
+    tracking_number: str
+
+
+class FulfillmentCompleted(Event):
+    event_type: Literal["FulfillmentCompleted"]
+    fulfillment_id: Id
+    order_id: Id
+
+
+class ShipmentDispatched(Event):
+    event_type: Literal["ShipmentDispatched"]
+    fulfillment_id: Id
+    order_id: Id
+    carrier: str
+    tracking_number: str
+    estimated_delivery: AwareDatetime | date
+
+
+class ShipmentDelivered(Event):
+    event_type: Literal["ShipmentDelivered"]
+    fulfillment_id: Id
+    order_id: Id
+    delivered_at: AwareDatetime
+
+
+StockMovement = StockReceived | StockAdjusted | StockCounted
+ProductInput = ProductUpserted
+CustomerInput = CustomerUpserted
+PricingInput = CustomerPricingUpdated
+OpportunityInput = OpportunityUpserted
+OrderInput = OrderPlaced | OrderCancelled | OrderSnapshot
+ShipmentInput = FulfillmentStarted | FulfillmentCompleted | ShipmentDispatched | ShipmentDelivered
+
+InputEvent = (
+    ProductUpserted
+    | StockReceived
+    | StockAdjusted
+    | StockCounted
+    | CustomerUpserted
+    | CustomerPricingUpdated
+    | OpportunityUpserted
+    | OrderPlaced
+    | OrderCancelled
+    | OrderSnapshot
+    | FulfillmentStarted
+    | FulfillmentCompleted
+    | ShipmentDispatched
+    | ShipmentDelivered
+)
+
+# Which input events each input topic carries (by topic id in topics.yaml).
+INPUT_EVENTS_BY_TOPIC: dict[str, tuple[type[Event], ...]] = {
+    "products": (ProductUpserted,),
+    "stock_movements": (StockReceived, StockAdjusted, StockCounted),
+    "customers": (CustomerUpserted,),
+    "customer_pricing": (CustomerPricingUpdated,),
+    "opportunities": (OpportunityUpserted,),
+    "orders": (OrderPlaced, OrderCancelled, OrderSnapshot),
+    "shipments": (FulfillmentStarted, FulfillmentCompleted, ShipmentDispatched, ShipmentDelivered),
+}
+
+_INPUT_ADAPTER: TypeAdapter[InputEvent] = TypeAdapter(Annotated[InputEvent, Field(discriminator="event_type")])
+
+
+def load_input_json(body: str | bytes) -> InputEvent:
+    """An input already accepted at intake, read back from an internal envelope."""
+    return _INPUT_ADAPTER.validate_json(body)
+
+
+class InvalidEvent(ValueError):
+    """An input that cannot be accepted; `reason` says what to fix, for a person reading the DLQ."""
+
+    def __init__(self, error: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
+
+
+def parse_input(topic_id: str, payload: Any) -> InputEvent:
+    """Validate a decoded message from input topic `topic_id`; raise InvalidEvent with a readable reason."""
+    if not isinstance(payload, dict):
+        raise InvalidEvent("SchemaViolation", f"expected a JSON object, got {type(payload).__name__}")
+    allowed = INPUT_EVENTS_BY_TOPIC[topic_id]
+    names = [e.model_fields["event_type"].annotation.__args__[0] for e in allowed]  # type: ignore[union-attr]
+    event_type = payload.get("event_type")
+    if event_type is None:
+        raise InvalidEvent("SchemaViolation", "missing field 'event_type'")
+    if event_type not in names:
+        raise InvalidEvent(
+            "UnknownEventType",
+            f"event_type {event_type!r} is not accepted on this topic (expected one of {', '.join(names)})",
+        )
+    if not payload.get("tenant_id"):
+        raise InvalidEvent("MissingTenant", "missing or empty 'tenant_id': every event must name its tenant")
+    try:
+        return _INPUT_ADAPTER.validate_python(payload)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise InvalidEvent("SchemaViolation", _describe_validation_error(event_type, exc)) from exc
+
+
+def _describe_validation_error(event_type: str, exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return f"{event_type}: {exc}"
+    parts = []
+    for err in errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"][1:]) or "(event)"
+        parts.append(f"{loc}: {err['msg']}" + (f" (got {err['input']!r})" if err["type"] != "missing" else ""))
+    return f"{event_type} is invalid: " + "; ".join(parts)
+
+
+# ---- outputs ------------------------------------------------------------------------------------------
+
+
+class Output(Model):
+    event_id: str
+    event_type: str
+    tenant_id: str
+    occurred_at: AwareDatetime
+    causation_id: str
+
+
+class LocationAvailability(Model):
+    location: str
+    on_hand: int
+    reserved: int
+    soft_allocated: int
+    backordered: int
+    available: int
+
+
+class SkuAvailability(Output):
+    event_type: Literal["SkuAvailability"] = "SkuAvailability"
+    sku: str
+    description: str | None = None
+    unit_price: Decimal | None = None
+    lead_time_days: int | None = None
+    locations: tuple[LocationAvailability, ...]
+    version: int
+    as_of: AwareDatetime

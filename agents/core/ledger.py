@@ -1,0 +1,187 @@
+"""The SKU ledger: on-hand stock per location, reservations and idempotency for one `tenant|sku`.
+
+`handle(ledger, command, now)` is a pure transition: it returns the next ledger and what to publish.
+A command the ledger has already applied (same movement or event id inside the dedup window) changes
+nothing and re-publishes the current availability, whose event id depends only on the ledger version,
+so consumers see the very same event again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import Field
+
+from agents.core.events import (
+    LocationAvailability,
+    Model,
+    Output,
+    Priority,
+    ProductUpserted,
+    SkuAvailability,
+    StockAdjusted,
+    StockCounted,
+    StockReceived,
+)
+from agents.core.ids import event_id
+
+DEFAULT_DEDUP_WINDOW = 512
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+LedgerCommand = ProductUpserted | StockReceived | StockAdjusted | StockCounted
+
+
+class Product(Model):
+    description: str
+    unit_price: Decimal
+    unit_cost: Decimal
+    lead_time_days: int
+
+
+class Reservation(Model):
+    reservation_id: str
+    kind: Literal["ORDER", "OPPORTUNITY"]
+    owner_id: str
+    quantity: int = Field(gt=0)
+    location: str
+    expires_at: datetime | None = None
+    priority: Priority = "MEDIUM"
+    customer_id: str = ""
+
+
+class SkuLedger(Model):
+    tenant_id: str
+    sku: str
+    version: int = 0
+    product: Product | None = None
+    on_hand: dict[str, int] = Field(default_factory=dict)
+    reservations: dict[str, Reservation] = Field(default_factory=dict)
+    # Recently applied command ids, oldest first, bounded by the dedup window.
+    processed: tuple[str, ...] = ()
+    # The command that produced this version and when: the availability of a version is a pure function
+    # of the ledger, so a re-published availability is byte-for-byte the one published first.
+    last_causation_id: str = ""
+    updated_at: datetime | None = None
+
+    def committed(self, location: str, kind: Literal["ORDER", "OPPORTUNITY"]) -> int:
+        return sum(r.quantity for r in self.reservations.values() if r.location == location and r.kind == kind)
+
+    def available(self, location: str) -> int:
+        return (
+            self.on_hand.get(location, 0) - self.committed(location, "ORDER") - self.committed(location, "OPPORTUNITY")
+        )
+
+    def locations(self) -> list[str]:
+        return sorted(set(self.on_hand) | {r.location for r in self.reservations.values()})
+
+    def has_processed(self, command_id: str) -> bool:
+        return command_id in self.processed
+
+
+class BusinessRuleViolation(ValueError):
+    """A well-formed command that the ledger refuses; it goes to the DLQ with this reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class LedgerResult:
+    ledger: SkuLedger
+    outputs: list[Output] = field(default_factory=list)
+    duplicate: bool = False
+
+
+def new_ledger(tenant_id: str, sku: str) -> SkuLedger:
+    return SkuLedger(tenant_id=tenant_id, sku=sku)
+
+
+def command_id(command: LedgerCommand) -> str:
+    if isinstance(command, ProductUpserted):
+        return f"product:{command.event_id}"
+    return f"movement:{command.movement_id}"
+
+
+def handle(
+    ledger: SkuLedger, command: LedgerCommand, now: datetime, dedup_window: int = DEFAULT_DEDUP_WINDOW
+) -> LedgerResult:
+    """Apply one command; raise BusinessRuleViolation for a command that must be refused."""
+    if (command.tenant_id, command.sku) != (ledger.tenant_id, ledger.sku):
+        raise BusinessRuleViolation(
+            f"command for {command.tenant_id}/{command.sku} routed to ledger {ledger.tenant_id}/{ledger.sku}"
+        )
+    cid = command_id(command)
+    if ledger.has_processed(cid):
+        return LedgerResult(ledger, [availability(ledger)], duplicate=True)
+    changes: dict[str, object] = {}
+    if isinstance(command, ProductUpserted):
+        changes["product"] = Product(
+            description=command.description,
+            unit_price=command.unit_price,
+            unit_cost=command.unit_cost,
+            lead_time_days=command.lead_time_days,
+        )
+    else:
+        changes["on_hand"] = {**ledger.on_hand, command.location: _new_on_hand(ledger, command)}
+    processed = (*ledger.processed, cid)[-dedup_window:]
+    nxt = ledger.model_copy(
+        update={
+            **changes,
+            "processed": processed,
+            "version": ledger.version + 1,
+            "last_causation_id": command.event_id,
+            "updated_at": now,
+        }
+    )
+    return LedgerResult(nxt, [availability(nxt)])
+
+
+def _new_on_hand(ledger: SkuLedger, movement: StockReceived | StockAdjusted | StockCounted) -> int:
+    current = ledger.on_hand.get(movement.location, 0)
+    if isinstance(movement, StockReceived):
+        return current + movement.quantity
+    if isinstance(movement, StockCounted):
+        return movement.quantity
+    result = current + movement.delta
+    committed = current - ledger.available(movement.location)
+    if result < committed:
+        floor = "0" if committed == 0 else f"{committed} (reserved and soft-allocated)"
+        raise BusinessRuleViolation(
+            f"StockAdjusted {movement.movement_id}: delta {movement.delta} at {movement.location} would take "
+            f"on_hand from {current} to {result}, below {floor}; send a StockCounted with the physical count"
+        )
+    return result
+
+
+def availability(ledger: SkuLedger) -> SkuAvailability:
+    """The SKU's availability as of this ledger version (event id derived from the version alone)."""
+    as_of = ledger.updated_at or EPOCH
+    locations = tuple(
+        LocationAvailability(
+            location=loc,
+            on_hand=ledger.on_hand.get(loc, 0),
+            reserved=ledger.committed(loc, "ORDER"),
+            soft_allocated=ledger.committed(loc, "OPPORTUNITY"),
+            backordered=0,
+            available=max(ledger.available(loc), 0),
+        )
+        for loc in ledger.locations()
+    )
+    product = ledger.product
+    return SkuAvailability(
+        event_id=event_id("availability", ledger.tenant_id, ledger.sku, ledger.version),
+        tenant_id=ledger.tenant_id,
+        occurred_at=as_of,
+        causation_id=ledger.last_causation_id,
+        sku=ledger.sku,
+        description=product.description if product else None,
+        unit_price=product.unit_price if product else None,
+        lead_time_days=product.lead_time_days if product else None,
+        locations=locations,
+        version=ledger.version,
+        as_of=as_of,
+    )

@@ -1,0 +1,228 @@
+"""The demo feed of `make run`: realistic upstream events for two tenants and a live console summary of
+what the fleet publishes. Also `produce`, which sends a file of JSON events to an input topic."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from agents.kafka_io import make_consumer, make_producer
+from agents.settings import Settings
+from agents.topology import Topology
+
+TENANTS = ("acme", "globex")
+LOCATIONS = ("WH1", "WH2")
+CATALOG = (
+    ("WIDGET-100", "Steel widget", "12.50", "7.10", 3),
+    ("GEAR-220", "Helical gear", "48.00", "29.00", 7),
+    ("BOLT-M8", "M8 bolt, box of 100", "9.90", "4.20", 2),
+    ("MOTOR-3KW", "3 kW motor", "640.00", "410.00", 21),
+    ("PUMP-X2", "Centrifugal pump", "1290.00", "860.00", 30),
+    ("VALVE-15", "Ball valve DN15", "18.40", "9.75", 5),
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _event(event_type: str, tenant: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "tenant_id": tenant,
+        "occurred_at": _now(),
+        **fields,
+    }
+
+
+@dataclass
+class DemoFeed:
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+
+    def opening(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(topic id, key, event) to set the scene: the catalog and opening stock."""
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        for tenant in TENANTS:
+            for sku, description, price, cost, lead in CATALOG:
+                out.append(
+                    (
+                        "products",
+                        f"{tenant}:{sku}",
+                        _event(
+                            "ProductUpserted",
+                            tenant,
+                            sku=sku,
+                            description=description,
+                            unit_price=price,
+                            unit_cost=cost,
+                            lead_time_days=lead,
+                        ),
+                    )
+                )
+                for location in LOCATIONS:
+                    out.append(("stock_movements", f"{tenant}:{sku}", self.receipt(tenant, sku, location)))
+        return out
+
+    def receipt(self, tenant: str, sku: str, location: str) -> dict[str, Any]:
+        return _event(
+            "StockReceived",
+            tenant,
+            movement_id=f"rcv-{uuid.uuid4().hex[:10]}",
+            sku=sku,
+            location=location,
+            quantity=self.rng.randint(20, 200),
+        )
+
+    def tick(self) -> list[tuple[str, str, dict[str, Any] | bytes]]:
+        tenant = self.rng.choice(TENANTS)
+        sku = self.rng.choice(CATALOG)[0]
+        location = self.rng.choice(LOCATIONS)
+        key = f"{tenant}:{sku}"
+        roll = self.rng.random()
+        if roll < 0.5:
+            return [("stock_movements", key, self.receipt(tenant, sku, location))]
+        if roll < 0.85:
+            delta = -self.rng.randint(1, 5)
+            event = _event(
+                "StockAdjusted",
+                tenant,
+                movement_id=f"adj-{uuid.uuid4().hex[:10]}",
+                sku=sku,
+                location=location,
+                delta=delta,
+                reason="damaged in handling",
+            )
+            return [("stock_movements", key, event)]
+        if roll < 0.95:
+            event = _event(
+                "StockCounted",
+                tenant,
+                movement_id=f"cnt-{uuid.uuid4().hex[:10]}",
+                sku=sku,
+                location=location,
+                quantity=self.rng.randint(0, 150),
+            )
+            return [("stock_movements", key, event)]
+        # Now and then upstream sends something broken: the fleet dead-letters it and goes on.
+        return [("stock_movements", key, b'{"event_type": "StockReceived", "quantity": 0')]
+
+
+@dataclass
+class Summary:
+    availability: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    dlq: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5))
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, topic_id: str, record: dict[str, Any]) -> None:
+        self.counts[topic_id] += 1
+        if topic_id == "availability":
+            self.availability[(record["tenant_id"], record["sku"])] = record
+        elif topic_id == "dlq":
+            self.dlq.append(record)
+
+    def render(self, produced: int, urls: str) -> Group:
+        table = Table(title="Availability (latest per SKU)", expand=True)
+        for column in ("tenant", "sku", "description", "location", "on hand", "reserved", "soft", "available"):
+            table.add_column(
+                column, justify="right" if column in ("on hand", "reserved", "soft", "available") else "left"
+            )
+        for (tenant, sku), record in sorted(self.availability.items()):
+            for loc in record["locations"]:
+                table.add_row(
+                    tenant,
+                    sku,
+                    record.get("description") or "",
+                    loc["location"],
+                    str(loc["on_hand"]),
+                    str(loc["reserved"]),
+                    str(loc["soft_allocated"]),
+                    str(loc["available"]),
+                )
+        dead = Table(title="Dead letters (latest)", expand=True)
+        dead.add_column("error")
+        dead.add_column("reason")
+        for record in self.dlq:
+            dead.add_row(record["error"], record["reason"][:110])
+        stats = f"produced {produced} upstream events | received " + ", ".join(
+            f"{k}: {v}" for k, v in sorted(self.counts.items())
+        )
+        return Group(Panel(stats + "\n" + urls, title="inventory fleet demo"), table, dead)
+
+
+def run_demo(settings: Settings, topology: Topology, seconds: float = 0, rate: float = 5.0) -> int:
+    producer = make_producer(settings.kafka_bootstrap)
+    feed = DemoFeed()
+    outputs = {topology[t].name: t for t in ("availability", "dlq", "allocations", "backorders", "fulfillments")}
+    consumer = make_consumer(settings.kafka_bootstrap, f"demo-console-{uuid.uuid4().hex[:8]}")
+    consumer.subscribe(list(outputs))
+    summary = Summary()
+    produced = 0
+
+    def send(topic_id: str, key: str, value: dict[str, Any] | bytes) -> None:
+        nonlocal produced
+        data = value if isinstance(value, bytes) else json.dumps(value).encode()
+        producer.produce(topology[topic_id].name, key=key.encode(), value=data)
+        produced += 1
+
+    for topic_id, key, event in feed.opening():
+        send(topic_id, key, event)
+    producer.flush(30)
+    urls = f"views and /metrics: http://{settings.web_host}:{settings.web_port}/metrics  (Ctrl-C stops everything)"
+    started = time.monotonic()
+    console = Console()
+    try:
+        with Live(summary.render(produced, urls), console=console, refresh_per_second=2) as live:
+            next_tick = time.monotonic()
+            while not seconds or time.monotonic() - started < seconds:
+                if time.monotonic() >= next_tick:
+                    for topic_id, key, value in feed.tick():
+                        send(topic_id, key, value)
+                    producer.poll(0)
+                    next_tick += 1.0 / rate
+                for message in consumer.consume(200, timeout=0.1):
+                    topic, payload = message.topic(), message.value()
+                    if message.error() or payload is None or topic is None:
+                        continue
+                    summary.add(outputs[topic], json.loads(payload))
+                live.update(summary.render(produced, urls))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        producer.flush(10)
+        consumer.close()
+    return 0
+
+
+def produce_file(settings: Settings, topology: Topology, topic_id: str, path: str) -> int:
+    """Send one JSON event per line to an input topic, keyed `tenant:entity` like an upstream system."""
+    producer = make_producer(settings.kafka_bootstrap)
+    spec = topology[topic_id]
+    entity_field = {"tenant:sku": "sku", "tenant:customer": "customer_id", "tenant:order": "order_id"}.get(
+        spec.key, "opportunity_id"
+    )
+    stream = sys.stdin if path == "-" else open(path)  # noqa: SIM115
+    sent = 0
+    with stream:
+        for line in stream:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            key = f"{event.get('tenant_id', '')}:{event.get(entity_field, '')}"
+            producer.produce(spec.name, key=key.encode(), value=line.strip().encode())
+            sent += 1
+    remaining = producer.flush(30)
+    print(f"sent {sent - remaining} events to {spec.name}" + (f", {remaining} not delivered" if remaining else ""))
+    return 1 if remaining else 0

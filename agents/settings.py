@@ -1,0 +1,46 @@
+"""Worker settings, from the environment (prefix INVENTORY_) or a .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INVENTORY_", env_file=".env", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+    app_id: str = Field("inventory-fleet", description="faust app id = the consumer group of the fleet")
+    topics_file: Path = Field(PROJECT_ROOT / "topics.yaml", description="the topic contract")
+    schemas_dir: Path = Field(PROJECT_ROOT / "schemas", description="Avro schemas (.avsc)")
+    replication_factor: int | None = Field(None, description="overrides every topic's replication factor")
+    data_dir: Path = Field(Path("data/worker-1"), description="where this worker keeps its RocksDB files")
+    web_host: str = Field("127.0.0.1", description="interface of the HTTP server (views, /metrics)")
+    web_port: int = Field(6066, description="port of the HTTP server")
+    web_advertised_host: str | None = Field(None, description="host other workers use to reach this one")
+    member_id: str | None = Field(
+        None, description="static group member id (e.g. the pod name): a restarted worker rejoins without a rebalance"
+    )
+    session_timeout_s: float = Field(
+        30.0, description="consumer session timeout: how soon a dead worker's partitions move"
+    )
+    log_level: str = Field("info", description="worker log level")
+    rocksdb_block_cache_mb: int = Field(64, description="RocksDB block cache per partition database")
+    rocksdb_write_buffer_mb: int = Field(8, description="RocksDB write buffer size")
+    rocksdb_max_write_buffers: int = Field(2, description="RocksDB max write buffer number")
+    dedup_window: int = Field(512, description="command ids remembered per SKU ledger for idempotency")
+    commit_interval_s: float = Field(1.0, description="how often consumed offsets are committed")
+    standby_replicas: int = Field(1, description="standby table replicas kept by other workers")
+    schema_registry_url: str | None = Field(None, description="Confluent schema registry; outputs go Avro")
+    schema_registry_auth: SecretStr | None = Field(None, description="user:password for the registry")
+    reservation_hold_s: int = Field(900, description="how long an order's reservation holds")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,789 @@
+"""The Avro schemas in schemas/ say the same as the JSON wire format (DESIGN.md sections 2 and 7).
+
+Every input event, the availability record, the dead letter and every output record type is encoded with
+its topic's schema in the Confluent wire format, decoded again and compared with what went in; the same
+input events also travel as JSON. No Kafka, no network.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+import yaml
+
+from agents.codec import AVRO_NAMESPACE, MAGIC_BYTE, Codec, DecodeError, LocalSchemaRegistry
+from agents.core.events import (
+    INPUT_EVENTS_BY_TOPIC,
+    CustomerPricingUpdated,
+    CustomerUpserted,
+    Event,
+    FulfillmentCompleted,
+    FulfillmentItem,
+    FulfillmentStarted,
+    LocationAvailability,
+    OpportunityItem,
+    OpportunityUpserted,
+    OrderCancelled,
+    OrderLine,
+    OrderPlaced,
+    OrderSnapshot,
+    PricingUpdate,
+    ProductUpserted,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    SkuAvailability,
+    SnapshotLine,
+    StockAdjusted,
+    StockCounted,
+    StockReceived,
+    parse_input,
+)
+from agents.dlq import DeadLetter, dead_letter
+from agents.envelope import Envelope, SourceRef
+from agents.topology import load_topology
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS_DIR = ROOT / "schemas"
+TOPOLOGY = load_topology(ROOT / "topics.yaml")
+SCHEMA_FILES = sorted(p.name for p in SCHEMAS_DIR.glob("*.avsc"))
+REGISTRY_IDS: dict[str, int] = yaml.safe_load((SCHEMAS_DIR / "local-registry.yaml").read_text())["schemas"]
+# Internal topics carry JSON; their schemas document it and are not Avro on the wire.
+INTERNAL_SCHEMAS = {"inventory.internal.commands.v1.avsc", "inventory.internal.state.v1.avsc"}
+
+T0 = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return Codec(LocalSchemaRegistry(SCHEMAS_DIR))
+
+
+def raw_schema(schema_file: str) -> Any:
+    return json.loads((SCHEMAS_DIR / schema_file).read_text())
+
+
+def schema_file_of(topic_id: str) -> str:
+    return TOPOLOGY[topic_id].schema_file
+
+
+def records_of(schema_file: str) -> dict[str, dict[str, Any]]:
+    """The top-level records of a topic schema (a union), by name."""
+    return {r["name"]: r for r in raw_schema(schema_file)}
+
+
+def named_definitions(node: Any) -> Iterator[str]:
+    """Every full name defined (not merely referred to) anywhere in a schema."""
+    if isinstance(node, list):
+        for n in node:
+            yield from named_definitions(n)
+    elif isinstance(node, dict):
+        if node.get("type") in ("record", "enum", "fixed"):
+            yield f"{node.get('namespace', AVRO_NAMESPACE)}.{node['name']}"
+        for key in ("fields", "items", "values", "type"):
+            if key in node:
+                yield from named_definitions(node[key])
+
+
+def avro_round_trip(codec: Codec, record: dict[str, Any], schema_file: str) -> Any:
+    data = codec.encode_avro(record, schema_file)
+    magic, schema_id = struct.unpack(">bI", data[:5])
+    assert magic == MAGIC_BYTE
+    assert schema_id == REGISTRY_IDS[schema_file]
+    return codec.decode(data)
+
+
+# ---- the schema files ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schema_file", SCHEMA_FILES)
+def test_every_schema_file_parses_with_fastavro(schema_file: str) -> None:
+    fastavro.parse_schema(raw_schema(schema_file))
+
+
+@pytest.mark.parametrize("schema_file", SCHEMA_FILES)
+def test_every_schema_is_a_union_of_documented_records_in_the_erp_namespace(schema_file: str) -> None:
+    schema = raw_schema(schema_file)
+    assert isinstance(schema, list) and schema
+    for record in schema:
+        assert record["type"] == "record"
+        assert record["namespace"] == AVRO_NAMESPACE
+        assert record.get("doc"), f"{record['name']} has no doc"
+        if schema_file not in INTERNAL_SCHEMAS:  # the codec picks the union branch by event_type
+            event_type = next(f for f in record["fields"] if f["name"] == "event_type")
+            assert event_type["type"] == "string"
+
+
+@pytest.mark.parametrize("schema_file", SCHEMA_FILES)
+def test_no_schema_defines_a_named_type_twice_and_all_live_in_the_erp_namespace(schema_file: str) -> None:
+    names = list(named_definitions(raw_schema(schema_file)))
+    assert all(n.startswith(f"{AVRO_NAMESPACE}.") for n in names), names
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+@pytest.mark.parametrize("schema_file", SCHEMA_FILES)
+def test_every_nullable_field_defaults_to_null(schema_file: str) -> None:
+    def check(node: Any) -> None:
+        if isinstance(node, list):
+            for n in node:
+                check(n)
+        elif isinstance(node, dict):
+            for fld in node.get("fields", []):
+                if isinstance(fld["type"], list) and "null" in fld["type"]:
+                    assert fld["type"][0] == "null" and fld["default"] is None, fld["name"]
+                check(fld["type"])
+            for key in ("items", "values"):
+                check(node.get(key))
+
+    check(raw_schema(schema_file))
+
+
+@pytest.mark.parametrize("topic_id", sorted(TOPOLOGY.topics))
+def test_every_topic_schema_file_exists_and_is_in_the_local_registry(topic_id: str) -> None:
+    schema_file = schema_file_of(topic_id)
+    assert (SCHEMAS_DIR / schema_file).is_file()
+    assert schema_file in REGISTRY_IDS
+
+
+def test_the_local_registry_lists_exactly_the_schema_files_with_unique_positive_ids() -> None:
+    assert sorted(REGISTRY_IDS) == SCHEMA_FILES
+    ids = list(REGISTRY_IDS.values())
+    assert all(isinstance(i, int) and i > 0 for i in ids)
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("topic_id", sorted(INPUT_EVENTS_BY_TOPIC))
+def test_an_input_schema_has_one_record_per_event_type_with_the_model_fields(topic_id: str) -> None:
+    records = records_of(schema_file_of(topic_id))
+    models = {m.model_fields["event_type"].annotation.__args__[0]: m for m in INPUT_EVENTS_BY_TOPIC[topic_id]}  # type: ignore[union-attr]
+    assert set(records) == set(models)
+    for name, model in models.items():
+        assert [f["name"] for f in records[name]["fields"]] == list(model.model_fields), name
+
+
+def test_the_availability_schema_has_the_fields_of_the_sku_availability_model() -> None:
+    (record,) = raw_schema(schema_file_of("availability"))
+    assert record["name"] == "SkuAvailability"
+    assert {f["name"] for f in record["fields"]} == set(SkuAvailability.model_fields)
+
+
+def test_the_dlq_schema_has_the_fields_of_the_dead_letter_model() -> None:
+    (record,) = raw_schema(schema_file_of("dlq"))
+    assert record["name"] == "DeadLetter"
+    assert [f["name"] for f in record["fields"]] == list(DeadLetter.model_fields)
+
+
+# ---- input events: sample factories ----------------------------------------------------------------------
+
+
+def _common(event_type: str, n: int = 1) -> dict[str, Any]:
+    return {
+        "event_id": f"evt-{event_type.lower()}-{n:04d}",
+        "event_type": event_type,
+        "tenant_id": "acme-eu",
+        "occurred_at": T0,
+    }
+
+
+def product_upserted_factory(**overrides: Any) -> ProductUpserted:
+    return ProductUpserted(
+        **{
+            **_common("ProductUpserted"),
+            "sku": "SKU-WIDGET-042",
+            "description": "Stainless steel widget, 42 mm",
+            "unit_price": Decimal("19.990000"),
+            "unit_cost": Decimal("7.25"),
+            "lead_time_days": 14,
+            **overrides,
+        }
+    )
+
+
+def stock_received_factory(**overrides: Any) -> StockReceived:
+    return StockReceived(
+        **{
+            **_common("StockReceived"),
+            "movement_id": "mv-20250314-0001",
+            "sku": "SKU-WIDGET-042",
+            "location": "WH-BERLIN",
+            "quantity": 250,
+            **overrides,
+        }
+    )
+
+
+def stock_adjusted_factory(**overrides: Any) -> StockAdjusted:
+    return StockAdjusted(
+        **{
+            **_common("StockAdjusted"),
+            "movement_id": "mv-20250314-0002",
+            "sku": "SKU-WIDGET-042",
+            "location": "WH-BERLIN",
+            "delta": -3,
+            "reason": "damaged in handling",
+            **overrides,
+        }
+    )
+
+
+def stock_counted_factory(**overrides: Any) -> StockCounted:
+    return StockCounted(
+        **{
+            **_common("StockCounted"),
+            "movement_id": "mv-20250314-0003",
+            "sku": "SKU-WIDGET-042",
+            "location": "WH-BERLIN",
+            "quantity": 0,
+            **overrides,
+        }
+    )
+
+
+def customer_upserted_factory(**overrides: Any) -> CustomerUpserted:
+    return CustomerUpserted(
+        **{
+            **_common("CustomerUpserted"),
+            "customer_id": "CUST-1001",
+            "name": "Müller & Söhne GmbH",
+            "tier": "GOLD",
+            "credit_limit": Decimal("50000.00"),
+            "credit_used": Decimal("12345.67"),
+            **overrides,
+        }
+    )
+
+
+def customer_pricing_updated_factory(**overrides: Any) -> CustomerPricingUpdated:
+    return CustomerPricingUpdated(
+        **{
+            **_common("CustomerPricingUpdated"),
+            "customer_id": "CUST-1001",
+            "updates": (
+                PricingUpdate(sku="SKU-WIDGET-042", customer_price=Decimal("17.50")),
+                PricingUpdate(sku="SKU-GADGET-007", discount_percentage=Decimal("12.5")),
+                PricingUpdate(sku="SKU-BOLT-M8", customer_price=Decimal("0.08"), discount_percentage=Decimal("0")),
+            ),
+            **overrides,
+        }
+    )
+
+
+def opportunity_upserted_factory(**overrides: Any) -> OpportunityUpserted:
+    return OpportunityUpserted(
+        **{
+            **_common("OpportunityUpserted"),
+            "opportunity_id": "OPP-2025-0042",
+            "customer_id": "CUST-1001",
+            "sales_rep_id": "REP-17",
+            "stage": "NEGOTIATION",
+            "probability": 0.65,
+            "expected_close_date": date(2025, 4, 30),
+            "items": (
+                OpportunityItem(sku="SKU-WIDGET-042", quantity=120, location="WH-BERLIN", unit_price=Decimal("18")),
+                OpportunityItem(sku="SKU-GADGET-007", quantity=5, location="WH-HAMBURG", unit_price=Decimal("99.9")),
+            ),
+            **overrides,
+        }
+    )
+
+
+def order_placed_factory(**overrides: Any) -> OrderPlaced:
+    return OrderPlaced(
+        **{
+            **_common("OrderPlaced"),
+            "order_id": "ORD-778899",
+            "order_number": "SO-2025-000123",
+            "customer_id": "CUST-1001",
+            "order_date": T0,
+            "lines": (
+                OrderLine(line_id="1", sku="SKU-WIDGET-042", quantity=10, location="WH-BERLIN"),
+                OrderLine(line_id="2", sku="SKU-GADGET-007", quantity=1, location="WH-HAMBURG"),
+            ),
+            "shipping_address": {
+                "street": "Hauptstraße 5",
+                "city": "Berlin",
+                "postal_code": "10115",
+                "country": "DE",
+            },
+            "priority": "HIGH",
+            "backorder_policy": "BACKORDER",
+            "opportunity_id": "OPP-2025-0042",
+            **overrides,
+        }
+    )
+
+
+def order_cancelled_factory(**overrides: Any) -> OrderCancelled:
+    return OrderCancelled(
+        **{**_common("OrderCancelled"), "order_id": "ORD-778899", "reason": "customer request", **overrides}
+    )
+
+
+def order_snapshot_factory(**overrides: Any) -> OrderSnapshot:
+    return OrderSnapshot(
+        **{
+            **_common("OrderSnapshot"),
+            "order_id": "ORD-778899",
+            "customer_id": "CUST-1001",
+            "status": "INVENTORY_ALLOCATED",
+            "lines": (
+                SnapshotLine(line_id="1", sku="SKU-WIDGET-042", quantity=10, location="WH-BERLIN"),
+                SnapshotLine(line_id="2", sku="SKU-GADGET-007", quantity=0, location="WH-HAMBURG"),
+            ),
+            **overrides,
+        }
+    )
+
+
+def fulfillment_started_factory(**overrides: Any) -> FulfillmentStarted:
+    return FulfillmentStarted(
+        **{
+            **_common("FulfillmentStarted"),
+            "fulfillment_id": "FUL-5501",
+            "order_id": "ORD-778899",
+            "items": (
+                FulfillmentItem(sku="SKU-WIDGET-042", quantity=10, location="WH-BERLIN"),
+                FulfillmentItem(sku="SKU-GADGET-007", quantity=1, location="WH-HAMBURG"),
+            ),
+            "shipping_method": "EXPRESS",
+            "tracking_number": "1Z999AA10123456784",
+            **overrides,
+        }
+    )
+
+
+def fulfillment_completed_factory(**overrides: Any) -> FulfillmentCompleted:
+    return FulfillmentCompleted(
+        **{
+            **_common("FulfillmentCompleted"),
+            "fulfillment_id": "FUL-5501",
+            "order_id": "ORD-778899",
+            **overrides,
+        }
+    )
+
+
+def shipment_dispatched_factory(**overrides: Any) -> ShipmentDispatched:
+    return ShipmentDispatched(
+        **{
+            **_common("ShipmentDispatched"),
+            "fulfillment_id": "FUL-5501",
+            "order_id": "ORD-778899",
+            "carrier": "DHL",
+            "tracking_number": "JD014600006281234567",
+            "estimated_delivery": datetime(2025, 3, 17, 18, 0, tzinfo=UTC),
+            **overrides,
+        }
+    )
+
+
+def shipment_delivered_factory(**overrides: Any) -> ShipmentDelivered:
+    return ShipmentDelivered(
+        **{
+            **_common("ShipmentDelivered"),
+            "fulfillment_id": "FUL-5501",
+            "order_id": "ORD-778899",
+            "delivered_at": datetime(2025, 3, 17, 14, 32, 5, tzinfo=UTC),
+            **overrides,
+        }
+    )
+
+
+FACTORIES: dict[type[Event], Callable[..., Event]] = {
+    ProductUpserted: product_upserted_factory,
+    StockReceived: stock_received_factory,
+    StockAdjusted: stock_adjusted_factory,
+    StockCounted: stock_counted_factory,
+    CustomerUpserted: customer_upserted_factory,
+    CustomerPricingUpdated: customer_pricing_updated_factory,
+    OpportunityUpserted: opportunity_upserted_factory,
+    OrderPlaced: order_placed_factory,
+    OrderCancelled: order_cancelled_factory,
+    OrderSnapshot: order_snapshot_factory,
+    FulfillmentStarted: fulfillment_started_factory,
+    FulfillmentCompleted: fulfillment_completed_factory,
+    ShipmentDispatched: shipment_dispatched_factory,
+    ShipmentDelivered: shipment_delivered_factory,
+}
+
+# (case id, topic id, sample): one case per input event type, plus variants for optional fields and unions.
+INPUT_CASES: list[tuple[str, str, Callable[[], Event]]] = [
+    (model.__name__, topic_id, FACTORIES[model])
+    for topic_id, models in INPUT_EVENTS_BY_TOPIC.items()
+    for model in models
+] + [
+    ("OrderPlaced-without-opportunity", "orders", lambda: order_placed_factory(opportunity_id=None)),
+    (
+        "OrderPlaced-with-default-policy",
+        "orders",
+        lambda: order_placed_factory(priority="MEDIUM", backorder_policy="REJECT", lines=(), shipping_address={}),
+    ),
+    (
+        "OpportunityUpserted-closing-at-a-timestamp",
+        "opportunities",
+        lambda: opportunity_upserted_factory(expected_close_date=datetime(2025, 4, 30, 17, 0, tzinfo=UTC), items=()),
+    ),
+    (
+        "ShipmentDispatched-arriving-on-a-date",
+        "shipments",
+        lambda: shipment_dispatched_factory(estimated_delivery=date(2025, 3, 17)),
+    ),
+    ("StockAdjusted-upwards", "stock_movements", lambda: stock_adjusted_factory(delta=2**31 - 1)),
+]
+
+
+def test_every_input_event_type_has_a_sample_factory() -> None:
+    assert {m for models in INPUT_EVENTS_BY_TOPIC.values() for m in models} == set(FACTORIES)
+
+
+@pytest.mark.parametrize(("topic_id", "make"), [c[1:] for c in INPUT_CASES], ids=[c[0] for c in INPUT_CASES])
+def test_an_input_event_survives_an_avro_round_trip_with_its_topic_schema(
+    codec: Codec, topic_id: str, make: Callable[[], Event]
+) -> None:
+    event = make()
+    decoded = avro_round_trip(codec, event.model_dump(mode="json"), schema_file_of(topic_id))
+    assert decoded == event.model_dump(mode="json")
+    assert parse_input(topic_id, decoded) == event
+
+
+@pytest.mark.parametrize(("topic_id", "make"), [c[1:] for c in INPUT_CASES], ids=[c[0] for c in INPUT_CASES])
+def test_an_input_event_survives_a_json_round_trip(codec: Codec, topic_id: str, make: Callable[[], Event]) -> None:
+    event = make()
+    assert parse_input(topic_id, codec.decode(event.model_dump_json().encode())) == event
+
+
+def test_an_opportunity_closing_at_midnight_utc_keeps_its_timestamp(codec: Codec) -> None:
+    event = opportunity_upserted_factory(expected_close_date=datetime(2025, 4, 30, tzinfo=UTC))
+    decoded = avro_round_trip(codec, event.model_dump(mode="json"), schema_file_of("opportunities"))
+    assert parse_input("opportunities", decoded) == event
+
+
+def test_encoding_an_event_type_the_topic_does_not_carry_fails(codec: Codec) -> None:
+    with pytest.raises(ValueError):
+        codec.encode_avro(stock_received_factory().model_dump(mode="json"), schema_file_of("orders"))
+
+
+# ---- outputs -----------------------------------------------------------------------------------------------
+
+
+def sku_availability_factory(**overrides: Any) -> SkuAvailability:
+    return SkuAvailability(
+        **{
+            "event_id": "2f0b7c52-8a0c-5d43-9a53-3d1f6f1f9c11",
+            "tenant_id": "acme-eu",
+            "occurred_at": T0,
+            "causation_id": "evt-stockreceived-0001",
+            "sku": "SKU-WIDGET-042",
+            "description": "Stainless steel widget, 42 mm",
+            "unit_price": Decimal("19.99"),
+            "lead_time_days": 14,
+            "locations": (
+                LocationAvailability(
+                    location="WH-BERLIN",
+                    on_hand=250,
+                    reserved=40,
+                    soft_allocated=120,
+                    backordered=0,
+                    available=90,
+                ),
+                LocationAvailability(
+                    location="WH-HAMBURG",
+                    on_hand=0,
+                    reserved=0,
+                    soft_allocated=0,
+                    backordered=15,
+                    available=0,
+                ),
+            ),
+            "version": 2**40,
+            "as_of": T0,
+            **overrides,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        sku_availability_factory,
+        lambda: sku_availability_factory(description=None, unit_price=None, lead_time_days=None, locations=()),
+    ],
+    ids=["known-product", "unknown-product"],
+)
+def test_sku_availability_survives_an_avro_round_trip(codec: Codec, make: Callable[[], SkuAvailability]) -> None:
+    record = make().model_dump(mode="json")
+    assert avro_round_trip(codec, record, schema_file_of("availability")) == record
+
+
+@pytest.mark.parametrize(
+    "letter",
+    [
+        dead_letter(
+            source_topic="oms.orders.v1",
+            source_partition=4,
+            source_offset=2**40 + 7,
+            error="InvalidJson",
+            reason="invalid JSON: Expecting value at line 1 column 1",
+            key=b"acme-eu:ORD-778899",
+            value=b"{not json",
+            headers=[("traceparent", b"00-abc-def-01"), ("content-type", b"application/json")],
+            tenant_id="acme-eu",
+        ),
+        dead_letter(
+            source_topic="wms.stock-movements.v1",
+            source_partition=0,
+            source_offset=0,
+            error="EmptyMessage",
+            reason="the message has no value (null or empty bytes)",
+            key=None,
+            value=None,
+        ),
+    ],
+    ids=["with-key-value-and-headers", "tombstone-without-tenant"],
+)
+def test_a_dead_letter_survives_an_avro_round_trip(codec: Codec, letter: DeadLetter) -> None:
+    record = letter.model_dump(mode="json")
+    decoded = avro_round_trip(codec, record, schema_file_of("dlq"))
+    assert decoded == record
+    assert DeadLetter.model_validate(decoded) == letter
+
+
+def _out(event_type: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "event_id": "8d5e3c1a-4f2b-5a6c-9e7d-0b1c2d3e4f50",
+        "event_type": event_type,
+        "tenant_id": "acme-eu",
+        "occurred_at": "2025-03-14T09:26:53.120000Z",
+        "causation_id": "evt-orderplaced-0001",
+        **fields,
+    }
+
+
+_ITEMS = [
+    {"sku": "SKU-WIDGET-042", "location": "WH-BERLIN", "quantity": 10},
+    {"sku": "SKU-GADGET-007", "location": "WH-HAMBURG", "quantity": 1},
+]
+_LINES = [
+    {"line_id": "1", "sku": "SKU-WIDGET-042", "quantity": 10, "location": "WH-BERLIN"},
+    {"line_id": "2", "sku": "SKU-GADGET-007", "quantity": 1, "location": "WH-HAMBURG"},
+]
+_SHORT = [{"sku": "SKU-GADGET-007", "location": "WH-HAMBURG", "required": 5, "available": 2, "shortfall": 3}]
+_ORDER = {"order_id": "ORD-778899", "customer_id": "CUST-1001"}
+_OPP = {"opportunity_id": "OPP-2025-0042", "customer_id": "CUST-1001"}
+_FUL = {"fulfillment_id": "FUL-5501", "order_id": "ORD-778899"}
+_BACKORDER = {"backorder_id": "BO-ORD-778899-1", **_ORDER, "priority": "URGENT", "items": _ITEMS}
+
+# Output records that have no pydantic model yet: (topic id, sample as it would be on the wire).
+OUTPUT_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
+    "OrderInventoryAllocated": (
+        "allocations",
+        _out(
+            "OrderInventoryAllocated",
+            **_ORDER,
+            lines=[{**_LINES[0], "customer_price": "17.50"}, {**_LINES[1], "customer_price": "99.90"}],
+            order_value="274.90",
+            reserved_until="2025-03-21T09:26:53Z",
+            opportunity_id="OPP-2025-0042",
+        ),
+    ),
+    "OrderAllocationRejected": (
+        "allocations",
+        _out(
+            "OrderAllocationRejected",
+            **_ORDER,
+            reason="INSUFFICIENT_INVENTORY",
+            message="SKU-GADGET-007 at WH-HAMBURG: 5 required, 2 available",
+            unavailable_items=_SHORT,
+            opportunity_id=None,
+        ),
+    ),
+    "OrderBackordered": (
+        "allocations",
+        _out(
+            "OrderBackordered",
+            **_ORDER,
+            backorder_id="BO-ORD-778899-1",
+            priority="URGENT",
+            items=_ITEMS[1:],
+            opportunity_id=None,
+        ),
+    ),
+    "OrderInventoryReleased": (
+        "allocations",
+        _out(
+            "OrderInventoryReleased",
+            **_ORDER,
+            reason="EXPIRED",
+            lines=_LINES,
+            opportunity_id=None,
+        ),
+    ),
+    "OpportunityInventoryAllocated": (
+        "allocations",
+        _out(
+            "OpportunityInventoryAllocated",
+            **_OPP,
+            items=_ITEMS,
+            reserved_until="2025-04-30T00:00:00Z",
+        ),
+    ),
+    "OpportunityInventoryReleased": (
+        "allocations",
+        _out(
+            "OpportunityInventoryReleased",
+            **_OPP,
+            reason="CONVERTED",
+            items=_ITEMS,
+            order_id="ORD-778899",
+        ),
+    ),
+    "OpportunityInventoryRejected": (
+        "allocations",
+        _out(
+            "OpportunityInventoryRejected",
+            **_OPP,
+            reason="INSUFFICIENT_INVENTORY",
+            message="SKU-GADGET-007 at WH-HAMBURG: 5 required, 2 available",
+            unavailable_items=_SHORT,
+        ),
+    ),
+    "OpportunityInventoryPreempted": (
+        "allocations",
+        _out(
+            "OpportunityInventoryPreempted",
+            **_OPP,
+            items=_ITEMS[:1],
+            order_id="ORD-778899",
+        ),
+    ),
+    "OrderInventorySynced": (
+        "allocations",
+        _out(
+            "OrderInventorySynced",
+            **_ORDER,
+            status="INVENTORY_ALLOCATED",
+            lines=_LINES,
+            opportunity_id=None,
+        ),
+    ),
+    "FulfillmentAccepted": (
+        "fulfillments",
+        _out(
+            "FulfillmentAccepted",
+            **_FUL,
+            items=_ITEMS,
+            tracking_number="1Z999AA10123456784",
+        ),
+    ),
+    "FulfillmentRejected": (
+        "fulfillments",
+        _out(
+            "FulfillmentRejected",
+            **_FUL,
+            reason="QUANTITY_MISMATCH",
+            items=_ITEMS,
+        ),
+    ),
+    "FulfillmentCompleted": ("fulfillments", _out("FulfillmentCompleted", **_FUL, items=_ITEMS)),
+    "FulfillmentStatusChanged": (
+        "fulfillments",
+        _out(
+            "FulfillmentStatusChanged",
+            **_FUL,
+            status="SHIPPED",
+            tracking_number="JD014600006281234567",
+            carrier="DHL",
+            estimated_delivery="2025-03-17",
+        ),
+    ),
+    "BackorderCreated": ("backorders", _out("BackorderCreated", **_BACKORDER)),
+    "BackorderFulfilled": ("backorders", _out("BackorderFulfilled", **_BACKORDER)),
+    "BackorderCancelled": ("backorders", _out("BackorderCancelled", **_BACKORDER, reason=None)),
+}
+MODELLED_OUTPUTS = {"SkuAvailability", "DeadLetter"}
+
+
+def test_every_output_record_type_has_a_model_or_a_sample() -> None:
+    schema_records = {
+        (spec.id, name)
+        for spec in TOPOLOGY.by_role("output")
+        for name in records_of(spec.schema_file)
+        if name not in MODELLED_OUTPUTS
+    }
+    assert schema_records == {(topic_id, name) for name, (topic_id, _) in OUTPUT_SAMPLES.items()}
+
+
+@pytest.mark.parametrize("event_type", sorted(OUTPUT_SAMPLES))
+def test_an_output_record_survives_an_avro_round_trip_unchanged(codec: Codec, event_type: str) -> None:
+    topic_id, record = OUTPUT_SAMPLES[event_type]
+    assert record["event_type"] == event_type
+    assert avro_round_trip(codec, record, schema_file_of(topic_id)) == record
+
+
+@pytest.mark.parametrize("event_type", sorted(OUTPUT_SAMPLES))
+def test_an_output_record_carries_the_common_output_fields(event_type: str) -> None:
+    topic_id, _ = OUTPUT_SAMPLES[event_type]
+    fields = [f["name"] for f in records_of(schema_file_of(topic_id))[event_type]["fields"]]
+    assert fields[:5] == ["event_id", "event_type", "tenant_id", "occurred_at", "causation_id"]
+
+
+# ---- internal JSON, documented by the internal schemas --------------------------------------------------
+
+
+def _schemaless_round_trip(schema_file: str, record: dict[str, Any]) -> Any:
+    schema = fastavro.parse_schema(raw_schema(schema_file))
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema, record)
+    return fastavro.schemaless_reader(io.BytesIO(buf.getvalue()), schema)
+
+
+@pytest.mark.parametrize(
+    "source", [SourceRef(topic="oms.orders.v1", partition=3, offset=2**40), None], ids=["from-input", "timer"]
+)
+def test_the_command_envelope_schema_describes_the_internal_json_envelope(source: SourceRef | None) -> None:
+    envelope = Envelope(kind="ReserveLine", source=source, body=json.dumps({"order_id": "ORD-778899"}))
+    (record,) = raw_schema("inventory.internal.commands.v1.avsc")
+    assert record["name"] == "CommandEnvelope"
+    assert [f["name"] for f in record["fields"]] == list(Envelope.model_fields)
+    as_json = json.loads(envelope.to_bytes())
+    assert _schemaless_round_trip("inventory.internal.commands.v1.avsc", as_json) == as_json
+
+
+def test_the_state_snapshot_schema_describes_a_changelog_value() -> None:
+    snapshot = {"kind": "SkuLedger", "version": 2**33, "body": json.dumps({"on_hand": {"WH-BERLIN": 250}})}
+    assert _schemaless_round_trip("inventory.internal.state.v1.avsc", snapshot) == snapshot
+
+
+# ---- decode errors -----------------------------------------------------------------------------------------
+
+
+def _truncated_avro() -> bytes:
+    codec = Codec(LocalSchemaRegistry(SCHEMAS_DIR))
+    data = codec.encode_avro(order_placed_factory().model_dump(mode="json"), schema_file_of("orders"))
+    return data[:12]
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", "EmptyMessage"),
+        (b"\xff\xfe", "UndecodableBytes"),
+        (b"{not json", "InvalidJson"),
+        (struct.pack(">bI", MAGIC_BYTE, 9999) + b"\x00", "UnknownSchemaId"),
+        (_truncated_avro(), "InvalidAvro"),
+    ],
+    ids=["empty", "not-utf8", "bad-json", "unknown-schema-id", "truncated-avro"],
+)
+def test_undecodable_bytes_raise_a_decode_error_naming_the_problem(codec: Codec, data: bytes, error: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        codec.decode(data)
+    assert info.value.error == error
+    assert info.value.reason
