@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,7 +39,12 @@ class Settings(BaseSettings):
     standby_replicas: int = Field(1, description="standby table replicas kept by other workers")
     schema_registry_url: str | None = Field(None, description="Confluent schema registry; outputs go Avro")
     schema_registry_auth: SecretStr | None = Field(None, description="user:password for the registry")
-    reservation_hold_s: int = Field(900, description="how long an order's reservation holds")
+    reservation_hold_s: int = Field(900, description="how long an order's reservation holds after its order_date")
+    expiry_tick_s: float = Field(1.0, description="how often each worker checks its partitions for due expiries")
+    tier_discounts: dict[str, dict[str, Decimal]] = Field(
+        default_factory=dict,
+        description='per-tenant tier discounts in percent, JSON: {"acme": {"GOLD": 7}} (defaults: agents/core/customer.py)',
+    )
 
 
 @lru_cache(maxsize=1)

@@ -349,3 +349,77 @@ class SkuAvailability(Output):
     locations: tuple[LocationAvailability, ...]
     version: int
     as_of: AwareDatetime
+
+
+class AllocatedLine(Model):
+    line_id: str
+    sku: str
+    quantity: int
+    location: str
+    unit_price: Decimal
+    customer_price: Decimal
+
+
+class UnavailableItem(Model):
+    sku: str
+    location: str
+    required: int
+    available: int
+    shortfall: int
+
+
+class OrderOutput(Output):
+    order_id: str
+    customer_id: str
+    opportunity_id: str | None = None
+
+
+class OrderInventoryAllocated(OrderOutput):
+    event_type: Literal["OrderInventoryAllocated"] = "OrderInventoryAllocated"
+    lines: tuple[AllocatedLine, ...]
+    order_value: Decimal
+    reserved_until: AwareDatetime
+
+
+RejectionReason = Literal["INSUFFICIENT_INVENTORY", "CREDIT_LIMIT_EXCEEDED", "INVALID_ORDER", "UNKNOWN_CUSTOMER"]
+
+
+class OrderAllocationRejected(OrderOutput):
+    event_type: Literal["OrderAllocationRejected"] = "OrderAllocationRejected"
+    reason: RejectionReason
+    message: str
+    unavailable_items: tuple[UnavailableItem, ...] = ()
+
+
+class ReleasedLine(Model):
+    line_id: str
+    sku: str
+    quantity: int
+    location: str
+
+
+class OrderInventoryReleased(OrderOutput):
+    event_type: Literal["OrderInventoryReleased"] = "OrderInventoryReleased"
+    reason: Literal["CANCELLED", "EXPIRED", "REJECTED"]
+    lines: tuple[ReleasedLine, ...]
+
+
+class SyncedLine(Model):
+    line_id: str
+    sku: str
+    quantity: int
+    location: str
+    unit_cost: Decimal
+    total_cost: Decimal
+
+
+class OrderInventorySynced(OrderOutput):
+    """The fleet's reservations after reconciling with the OMS's snapshot, and their inventory impact."""
+
+    event_type: Literal["OrderInventorySynced"] = "OrderInventorySynced"
+    status: str
+    result: Literal["IN_SYNC", "UPDATED", "PARTIAL", "CANCELLED", "REJECTED", "NOT_FOUND"]
+    message: str = ""
+    lines: tuple[SyncedLine, ...]
+    total_value: Decimal
+    unavailable_items: tuple[UnavailableItem, ...] = ()

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from agents.core.commands import Command, LineRequest, LineShortage, ReleaseStock, ReserveStock, StockReserved
 from agents.core.events import (
     LocationAvailability,
     Model,
@@ -31,7 +32,8 @@ from agents.core.ids import event_id
 DEFAULT_DEDUP_WINDOW = 512
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-LedgerCommand = ProductUpserted | StockReceived | StockAdjusted | StockCounted
+Movement = StockReceived | StockAdjusted | StockCounted
+LedgerCommand = ProductUpserted | StockReceived | StockAdjusted | StockCounted | ReserveStock | ReleaseStock
 
 
 class Product(Model):
@@ -93,6 +95,7 @@ class BusinessRuleViolation(ValueError):
 class LedgerResult:
     ledger: SkuLedger
     outputs: list[Output] = field(default_factory=list)
+    replies: list[Command] = field(default_factory=list)
     duplicate: bool = False
 
 
@@ -103,7 +106,13 @@ def new_ledger(tenant_id: str, sku: str) -> SkuLedger:
 def command_id(command: LedgerCommand) -> str:
     if isinstance(command, ProductUpserted):
         return f"product:{command.event_id}"
+    if isinstance(command, ReserveStock | ReleaseStock):
+        return f"cmd:{command.command_id}"
     return f"movement:{command.movement_id}"
+
+
+def released_marker(order_id: str) -> str:
+    return f"released:{order_id}"
 
 
 def handle(
@@ -115,6 +124,10 @@ def handle(
             f"command for {command.tenant_id}/{command.sku} routed to ledger {ledger.tenant_id}/{ledger.sku}"
         )
     cid = command_id(command)
+    if isinstance(command, ReserveStock):
+        return _reserve(ledger, command, cid, now, dedup_window)
+    if isinstance(command, ReleaseStock):
+        return _release(ledger, command, cid, now, dedup_window)
     if ledger.has_processed(cid):
         return LedgerResult(ledger, [availability(ledger)], duplicate=True)
     changes: dict[str, object] = {}
@@ -127,20 +140,127 @@ def handle(
         )
     else:
         changes["on_hand"] = {**ledger.on_hand, command.location: _new_on_hand(ledger, command)}
-    processed = (*ledger.processed, cid)[-dedup_window:]
-    nxt = ledger.model_copy(
-        update={
-            **changes,
-            "processed": processed,
-            "version": ledger.version + 1,
-            "last_causation_id": command.event_id,
-            "updated_at": now,
-        }
-    )
+    nxt = _next_version(ledger, changes, cid, command.event_id, now, dedup_window)
     return LedgerResult(nxt, [availability(nxt)])
 
 
-def _new_on_hand(ledger: SkuLedger, movement: StockReceived | StockAdjusted | StockCounted) -> int:
+def _next_version(
+    ledger: SkuLedger, changes: dict[str, object], cid: str, causation: str, now: datetime, window: int
+) -> SkuLedger:
+    return ledger.model_copy(
+        update={
+            **changes,
+            "processed": (*ledger.processed, cid)[-window:],
+            "version": ledger.version + 1,
+            "last_causation_id": causation,
+            "updated_at": now,
+        }
+    )
+
+
+def reservation_id(order_id: str, line_id: str) -> str:
+    return f"{order_id}/{line_id}"
+
+
+def order_reservations(ledger: SkuLedger, order_id: str) -> dict[str, Reservation]:
+    return {rid: r for rid, r in ledger.reservations.items() if r.kind == "ORDER" and r.owner_id == order_id}
+
+
+def _shortages(ledger: SkuLedger, command: ReserveStock) -> list[LineShortage]:
+    """Per location, the request's total against what is free there (what the order already holds on
+    this SKU counts as free for it)."""
+    held = order_reservations(ledger, command.order_id)
+    required: dict[str, int] = {}
+    line_ids: dict[str, list[str]] = {}
+    for line in command.lines:
+        required[line.location] = required.get(line.location, 0) + line.quantity
+        line_ids.setdefault(line.location, []).append(line.line_id)
+    short = []
+    for location, need in required.items():
+        mine = sum(r.quantity for r in held.values() if r.location == location)
+        free = max(ledger.available(location) + mine, 0)
+        if need > free:
+            short.append(
+                LineShortage(
+                    line_id=",".join(line_ids[location]),
+                    sku=ledger.sku,
+                    location=location,
+                    required=need,
+                    available=free,
+                    shortfall=need - free,
+                )
+            )
+    return short
+
+
+def _holds_exactly(ledger: SkuLedger, order_id: str, lines: tuple[LineRequest, ...]) -> bool:
+    held = order_reservations(ledger, order_id)
+    wanted = {reservation_id(order_id, ln.line_id): (ln.quantity, ln.location) for ln in lines}
+    return {rid: (r.quantity, r.location) for rid, r in held.items()} == wanted
+
+
+def _reply(ledger: SkuLedger, command: ReserveStock, accepted: bool, now: datetime, **fields: object) -> StockReserved:
+    return StockReserved(
+        command_id=event_id("StockReserved", command.command_id, accepted),
+        tenant_id=ledger.tenant_id,
+        issued_at=now,
+        order_id=command.order_id,
+        sku=ledger.sku,
+        request_id=command.command_id,
+        accepted=accepted,
+        unit_cost=ledger.product.unit_cost if ledger.product else None,
+        **fields,
+    )
+
+
+def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, window: int) -> LedgerResult:
+    if ledger.has_processed(cid):
+        # A re-sent request: answer as the ledger stands, without changing it.
+        if _holds_exactly(ledger, command.order_id, command.lines):
+            return LedgerResult(ledger, [availability(ledger)], [_reply(ledger, command, True, now)], duplicate=True)
+        reply = _reply(ledger, command, False, now, shortages=tuple(_shortages(ledger, command)))
+        return LedgerResult(ledger, [], [reply], duplicate=True)
+    if ledger.has_processed(released_marker(command.order_id)):
+        msg = f"order {command.order_id} was released on {ledger.sku}; it cannot reserve again"
+        seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
+        return LedgerResult(seen, [], [_reply(ledger, command, False, now, message=msg)])
+    short = _shortages(ledger, command)
+    if short:
+        seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
+        return LedgerResult(seen, [], [_reply(ledger, command, False, now, shortages=tuple(short))])
+    kept = {
+        rid: r for rid, r in ledger.reservations.items() if not (r.kind == "ORDER" and r.owner_id == command.order_id)
+    }
+    for line in command.lines:
+        rid = reservation_id(command.order_id, line.line_id)
+        kept[rid] = Reservation(
+            reservation_id=rid,
+            kind="ORDER",
+            owner_id=command.order_id,
+            quantity=line.quantity,
+            location=line.location,
+            expires_at=command.expires_at,
+            priority=command.priority,
+            customer_id=command.customer_id,
+        )
+    nxt = _next_version(ledger, {"reservations": kept}, cid, command.command_id, now, window)
+    return LedgerResult(nxt, [availability(nxt)], [_reply(nxt, command, True, now)])
+
+
+def _release(ledger: SkuLedger, command: ReleaseStock, cid: str, now: datetime, window: int) -> LedgerResult:
+    marker = released_marker(command.order_id)
+    held = order_reservations(ledger, command.order_id)
+    if not held:
+        if ledger.has_processed(marker):
+            return LedgerResult(ledger, duplicate=True)
+        # Nothing held (yet): remember the release so a late reservation for the order is refused.
+        return LedgerResult(ledger.model_copy(update={"processed": (*ledger.processed, marker)[-window:]}))
+    kept = {rid: r for rid, r in ledger.reservations.items() if rid not in held}
+    nxt = _next_version(ledger, {"reservations": kept}, marker, command.command_id, now, window)
+    return LedgerResult(nxt, [availability(nxt)])
+
+
+def _new_on_hand(ledger: SkuLedger, movement: Movement) -> int:
     current = ledger.on_hand.get(movement.location, 0)
     if isinstance(movement, StockReceived):
         return current + movement.quantity

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agents.core.commands import (
+    Command,
+    OrderPriced,
+    PriceOrder,
+    ReleaseCredit,
+    ReleaseStock,
+    ReserveStock,
+    StockReserved,
+)
 from agents.core.events import (
     CustomerPricingUpdated,
     CustomerUpserted,
@@ -28,11 +37,15 @@ class Route:
     topic_id: str
     tenant_id: str
     entity_id: str
+    # Reference data that every partition of another topic keeps a copy of (products -> customers).
+    broadcast_to: str | None = None
 
 
 def route(event: InputEvent) -> Route:
     match event:
-        case ProductUpserted() | StockReceived() | StockAdjusted() | StockCounted():
+        case ProductUpserted():
+            return Route("sku_commands", event.tenant_id, event.sku, broadcast_to="customer_commands")
+        case StockReceived() | StockAdjusted() | StockCounted():
             return Route("sku_commands", event.tenant_id, event.sku)
         case CustomerUpserted() | CustomerPricingUpdated():
             return Route("customer_commands", event.tenant_id, event.customer_id)
@@ -49,3 +62,15 @@ def route(event: InputEvent) -> Route:
         ):
             return Route("order_commands", event.tenant_id, event.order_id)
     raise TypeError(f"no route for {type(event).__name__}")  # pragma: no cover - the union is closed
+
+
+def route_command(command: Command) -> Route:
+    """Where a command between partitions goes: the partition of the entity that must act on it."""
+    match command:
+        case PriceOrder() | ReleaseCredit():
+            return Route("customer_commands", command.tenant_id, command.customer_id)
+        case OrderPriced() | StockReserved():
+            return Route("order_commands", command.tenant_id, command.order_id)
+        case ReserveStock() | ReleaseStock():
+            return Route("sku_commands", command.tenant_id, command.sku)
+    raise TypeError(f"no route for {type(command).__name__}")

@@ -1,5 +1,5 @@
 """The fleet's agents. Importing this package registers them on agents.app.app."""
 
-from agents.streams import intake, ledger
+from agents.streams import customers, intake, ledger, orders
 
-__all__ = ["intake", "ledger"]
+__all__ = ["customers", "intake", "ledger", "orders"]

@@ -15,7 +15,7 @@ from agents.envelope import SourceRef, wrap
 from agents.metrics import EVENTS_PROCESSED, PROCESSING_SECONDS
 
 # The inputs whose owners run in this fleet today; the others join as their flows land.
-ACTIVE_INPUTS = ("products", "stock_movements")
+ACTIVE_INPUTS = ("products", "stock_movements", "customers", "customer_pricing", "orders")
 
 
 async def forward(topic_id: str, event: Any) -> None:
@@ -34,9 +34,12 @@ async def forward(topic_id: str, event: Any) -> None:
         return
     target = route(parsed)
     source = SourceRef(topic=message.topic, partition=message.partition, offset=message.offset, key=message.key)
-    await topics[target.topic_id].send(
-        key=entity_key(target.tenant_id, target.entity_id), value=wrap(parsed.event_type, parsed, source)
-    )
+    key = entity_key(target.tenant_id, target.entity_id)
+    value = wrap(parsed.event_type, parsed, source)
+    await topics[target.topic_id].send(key=key, value=value)
+    if target.broadcast_to:
+        for partition in range(topology[target.broadcast_to].partitions):
+            await topics[target.broadcast_to].send(key=key, value=value, partition=partition)
     EVENTS_PROCESSED.labels(topic_id, "accepted").inc()
     PROCESSING_SECONDS.labels(f"intake.{topic_id}").observe(time.perf_counter() - started)
 

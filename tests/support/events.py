@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -60,3 +61,59 @@ def counted(tenant: str, sku: str, quantity: int, location: str = "WH1", **field
 
 def key(tenant: str, entity: str) -> bytes:
     return f"{tenant}:{entity}".encode()
+
+
+def customer(
+    tenant: str, customer_id: str, tier: str = "GOLD", credit_limit: str = "100000", **fields: Any
+) -> dict[str, Any]:
+    body = {
+        "customer_id": customer_id,
+        "name": f"Customer {customer_id}",
+        "tier": tier,
+        "credit_limit": credit_limit,
+        "credit_used": "0",
+    }
+    return _common("CustomerUpserted", tenant, **{**body, **fields})
+
+
+def pricing(tenant: str, customer_id: str, updates: list[dict[str, Any]]) -> dict[str, Any]:
+    return _common("CustomerPricingUpdated", tenant, customer_id=customer_id, updates=updates)
+
+
+def order(
+    tenant: str, order_id: str, customer_id: str, lines: list[tuple[str, int] | tuple[str, int, str]], **fields: Any
+) -> dict[str, Any]:
+    body = {
+        "order_id": order_id,
+        "order_number": f"SO-{order_id}",
+        "customer_id": customer_id,
+        "order_date": datetime.now(UTC).isoformat(),
+        "lines": [
+            {
+                "line_id": f"L{i + 1}",
+                "sku": line[0],
+                "quantity": line[1],
+                "location": line[2] if len(line) > 2 else "WH1",
+            }
+            for i, line in enumerate(lines)
+        ],
+        "shipping_address": {"city": "Berlin", "country": "DE"},
+    }
+    return _common("OrderPlaced", tenant, **{**body, **fields})
+
+
+def cancelled(tenant: str, order_id: str, reason: str = "customer changed their mind") -> dict[str, Any]:
+    return _common("OrderCancelled", tenant, order_id=order_id, reason=reason)
+
+
+def snapshot(
+    tenant: str, order_id: str, customer_id: str, lines: list[tuple[str, str, int]], status: str = "OPEN"
+) -> dict[str, Any]:
+    return _common(
+        "OrderSnapshot",
+        tenant,
+        order_id=order_id,
+        customer_id=customer_id,
+        status=status,
+        lines=[{"line_id": lid, "sku": sku, "quantity": qty, "location": "WH1"} for lid, sku, qty in lines],
+    )

@@ -1,0 +1,128 @@
+"""Commands and replies the fleet sends itself between partitions (order saga, customers, SKU ledgers).
+
+Each carries a deterministic `command_id`, so a re-sent command is recognised where it lands.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field, TypeAdapter
+
+from agents.core.events import Model, Priority, Tier
+
+
+class Command(Model):
+    command_id: str
+    tenant_id: str
+    issued_at: AwareDatetime
+
+
+class LineRequest(Model):
+    line_id: str
+    sku: str
+    quantity: int
+    location: str
+
+
+class PricedLine(LineRequest):
+    unit_price: Decimal
+    customer_price: Decimal
+    discount_percentage: Decimal
+
+
+class LineShortage(Model):
+    line_id: str
+    sku: str
+    location: str
+    required: int
+    available: int
+    shortfall: int
+
+
+class PriceOrder(Command):
+    """Order saga -> customer: price these lines and hold their value against the credit limit
+    (replacing whatever this order held before)."""
+
+    kind: Literal["PriceOrder"] = "PriceOrder"
+    order_id: str
+    customer_id: str
+    lines: tuple[LineRequest, ...]
+
+
+class ReleaseCredit(Command):
+    """Order saga -> customer: drop the order's exposure for good."""
+
+    kind: Literal["ReleaseCredit"] = "ReleaseCredit"
+    order_id: str
+    customer_id: str
+    reason: str
+
+
+class OrderPriced(Command):
+    """Customer -> order saga: the priced lines and the exposure held, or why not."""
+
+    kind: Literal["OrderPriced"] = "OrderPriced"
+    order_id: str
+    customer_id: str
+    accepted: bool
+    reason: Literal["CREDIT_LIMIT_EXCEEDED", "UNKNOWN_CUSTOMER", "INVALID_ORDER", "RELEASED"] | None = None
+    message: str = ""
+    tier: Tier | None = None
+    lines: tuple[PricedLine, ...] = ()
+    order_value: Decimal = Decimal(0)
+
+
+class ReserveStock(Command):
+    """Order saga -> SKU ledger: make the order's reservations on this SKU exactly these lines (all or
+    none of them; an empty tuple releases). Replaces what the order held on this SKU before."""
+
+    kind: Literal["ReserveStock"] = "ReserveStock"
+    order_id: str
+    sku: str
+    lines: tuple[LineRequest, ...]
+    expires_at: datetime | None = None
+    priority: Priority = "MEDIUM"
+    customer_id: str = ""
+
+
+class ReleaseStock(Command):
+    """Order saga -> SKU ledger: release every reservation of the order on this SKU, for good."""
+
+    kind: Literal["ReleaseStock"] = "ReleaseStock"
+    order_id: str
+    sku: str
+    reason: str
+
+
+class StockReserved(Command):
+    """SKU ledger -> order saga: whether the lines were reserved; the shortages when not."""
+
+    kind: Literal["StockReserved"] = "StockReserved"
+    order_id: str
+    sku: str
+    request_id: str
+    accepted: bool
+    shortages: tuple[LineShortage, ...] = ()
+    unit_cost: Decimal | None = None
+    message: str = ""
+
+
+class ExpiryTick(Command):
+    """Timer -> one order partition: reservations due by `issued_at` expire."""
+
+    kind: Literal["ExpiryTick"] = "ExpiryTick"
+
+
+InternalCommand = PriceOrder | ReleaseCredit | OrderPriced | ReserveStock | ReleaseStock | StockReserved | ExpiryTick
+INTERNAL_KINDS = frozenset(
+    ("PriceOrder", "ReleaseCredit", "OrderPriced", "ReserveStock", "ReleaseStock", "StockReserved", "ExpiryTick")
+)
+
+_COMMAND_ADAPTER: TypeAdapter[InternalCommand] = TypeAdapter(Annotated[InternalCommand, Field(discriminator="kind")])
+
+
+def load_command_json(body: str | bytes) -> InternalCommand:
+    return _COMMAND_ADAPTER.validate_json(body)

@@ -1,0 +1,620 @@
+"""The order saga (one per `tenant|order`): prices and holds credit through the customer partition,
+reserves every line through the SKU ledgers, and settles all-or-nothing.
+
+`handle(saga, message, now, hold)` returns the next saga, the outputs to publish and the commands to send
+to other partitions. Outcomes are stored in the saga, so a duplicate input re-publishes the very same
+events (same event ids) instead of deciding again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from agents.core.commands import (
+    Command,
+    ExpiryTick,
+    LineRequest,
+    LineShortage,
+    OrderPriced,
+    PriceOrder,
+    ReleaseCredit,
+    ReleaseStock,
+    ReserveStock,
+    StockReserved,
+)
+from agents.core.events import (
+    AllocatedLine,
+    BackorderPolicy,
+    Model,
+    OrderAllocationRejected,
+    OrderCancelled,
+    OrderInventoryAllocated,
+    OrderInventoryReleased,
+    OrderInventorySynced,
+    OrderPlaced,
+    OrderSnapshot,
+    OrderStatus,
+    Output,
+    Priority,
+    ReleasedLine,
+    SyncedLine,
+    UnavailableItem,
+)
+from agents.core.ids import event_id
+
+DEFAULT_DEDUP_WINDOW = 64
+TERMINAL: frozenset[str] = frozenset({"REJECTED", "CANCELLED", "EXPIRED", "DELIVERED"})
+
+OrderOutcome = Annotated[
+    OrderInventoryAllocated | OrderAllocationRejected | OrderInventoryReleased | OrderInventorySynced,
+    Field(discriminator="event_type"),
+]
+SagaMessage = OrderPlaced | OrderCancelled | OrderSnapshot | OrderPriced | StockReserved | ExpiryTick
+
+
+class SagaLine(Model):
+    line_id: str
+    sku: str
+    quantity: int
+    location: str
+    unit_price: Decimal | None = None
+    customer_price: Decimal | None = None
+    unit_cost: Decimal | None = None
+
+    def request(self) -> LineRequest:
+        return LineRequest(line_id=self.line_id, sku=self.sku, quantity=self.quantity, location=self.location)
+
+
+class SkuReply(Model):
+    accepted: bool
+    shortages: tuple[LineShortage, ...] = ()
+    unit_cost: Decimal | None = None
+
+
+class Round(Model):
+    """One price-then-reserve round: the placement, or a sync with the OMS's snapshot."""
+
+    purpose: Literal["PLACE", "SYNC"]
+    causation_id: str
+    phase: Literal["PRICING", "RESERVING"] = "PRICING"
+    price_request_id: str = ""
+    lines: tuple[SagaLine, ...] = ()  # what the round asks for
+    reserve_requests: dict[str, str] = Field(default_factory=dict)  # sku -> ReserveStock command id
+    replies: dict[str, SkuReply] = Field(default_factory=dict)
+    order_value: Decimal = Decimal(0)
+
+
+class OrderSaga(Model):
+    tenant_id: str
+    order_id: str
+    status: OrderStatus = "PENDING"
+    placed: bool = False
+    placed_event_id: str = ""
+    customer_id: str = ""
+    order_number: str = ""
+    order_date: datetime | None = None
+    priority: Priority = "MEDIUM"
+    backorder_policy: BackorderPolicy = "REJECT"
+    opportunity_id: str | None = None
+    lines: tuple[SagaLine, ...] = ()  # the lines as reserved (or requested, before allocation)
+    order_value: Decimal = Decimal(0)
+    reserved_until: datetime | None = None
+    round: Round | None = None
+    outcome: OrderOutcome | None = None  # the placement's terminal outcome
+    last_event: OrderOutcome | None = None  # the latest event published for this order
+    cancel_reason: str = ""
+    processed: tuple[str, ...] = ()
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class SagaResult:
+    saga: OrderSaga
+    outputs: list[Output] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    duplicate: bool = False
+    note: str = ""  # why nothing happened, for the log
+
+
+def new_saga(tenant_id: str, order_id: str) -> OrderSaga:
+    return OrderSaga(tenant_id=tenant_id, order_id=order_id)
+
+
+def _bump(saga: OrderSaga, seen: str | None = None, **changes: object) -> OrderSaga:
+    processed = (*saga.processed, seen)[-DEFAULT_DEDUP_WINDOW:] if seen else saga.processed
+    return saga.model_copy(update={**changes, "processed": processed, "version": saga.version + 1})
+
+
+def handle(saga: OrderSaga, message: SagaMessage, now: datetime, hold: timedelta) -> SagaResult:
+    match message:
+        case OrderPlaced():
+            return _place(saga, message, now)
+        case OrderPriced():
+            return _priced(saga, message, now, hold)
+        case StockReserved():
+            return _reserved(saga, message, now)
+        case OrderCancelled():
+            return _cancel(saga, message, now)
+        case OrderSnapshot():
+            return _sync(saga, message, now)
+        case ExpiryTick():
+            return expire(saga, message.issued_at, message.command_id)
+    raise TypeError(f"unexpected message {type(message).__name__}")  # pragma: no cover
+
+
+# ---- placement -----------------------------------------------------------------------------------------
+
+
+def _invalid(order: OrderPlaced) -> str | None:
+    if not order.lines:
+        return "the order has no lines"
+    problems = [f"line {ln.line_id} has quantity {ln.quantity}" for ln in order.lines if ln.quantity <= 0]
+    if problems:
+        return "; ".join(problems) + "; quantities must be positive"
+    seen: set[str] = set()
+    for line in order.lines:
+        if line.line_id in seen:
+            return f"line id {line.line_id} appears more than once"
+        seen.add(line.line_id)
+    return None
+
+
+def _rejected(
+    saga: OrderSaga, now: datetime, reason: str, message: str, items: tuple[UnavailableItem, ...] = ()
+) -> OrderAllocationRejected:
+    return OrderAllocationRejected(
+        event_id=event_id("OrderAllocationRejected", saga.tenant_id, saga.order_id, saga.placed_event_id),
+        tenant_id=saga.tenant_id,
+        occurred_at=now,
+        causation_id=saga.placed_event_id,
+        order_id=saga.order_id,
+        customer_id=saga.customer_id,
+        opportunity_id=saga.opportunity_id,
+        reason=reason,
+        message=message,
+        unavailable_items=items,
+    )
+
+
+def _released(
+    saga: OrderSaga, now: datetime, reason: Literal["CANCELLED", "EXPIRED"], causation: str
+) -> OrderInventoryReleased:
+    held = saga.lines if saga.status in ("INVENTORY_ALLOCATED", "PENDING") else ()
+    return OrderInventoryReleased(
+        event_id=event_id("OrderInventoryReleased", saga.tenant_id, saga.order_id, reason),
+        tenant_id=saga.tenant_id,
+        occurred_at=now,
+        causation_id=causation,
+        order_id=saga.order_id,
+        customer_id=saga.customer_id,
+        opportunity_id=saga.opportunity_id,
+        reason=reason,
+        lines=tuple(
+            ReleasedLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity, location=ln.location) for ln in held
+        ),
+    )
+
+
+def _price_request(saga: OrderSaga, lines: tuple[SagaLine, ...], causation: str, now: datetime) -> PriceOrder:
+    return PriceOrder(
+        command_id=event_id("PriceOrder", saga.tenant_id, saga.order_id, causation),
+        tenant_id=saga.tenant_id,
+        issued_at=now,
+        order_id=saga.order_id,
+        customer_id=saga.customer_id,
+        lines=tuple(ln.request() for ln in lines),
+    )
+
+
+def _place(saga: OrderSaga, order: OrderPlaced, now: datetime) -> SagaResult:
+    if saga.placed:  # the same order again (redelivered, or re-sent upstream with a new event id)
+        return SagaResult(saga, [saga.outcome] if saga.outcome else [], duplicate=True, note="duplicate OrderPlaced")
+    placed = _bump(
+        saga,
+        placed=True,
+        placed_event_id=order.event_id,
+        customer_id=order.customer_id,
+        order_number=order.order_number,
+        order_date=order.order_date,
+        priority=order.priority,
+        backorder_policy=order.backorder_policy,
+        opportunity_id=order.opportunity_id,
+        lines=tuple(
+            SagaLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity, location=ln.location) for ln in order.lines
+        ),
+    )
+    if saga.status == "CANCELLED":  # the cancel overtook the order: nothing was, or will be, reserved
+        released = _released(placed.model_copy(update={"lines": ()}), now, "CANCELLED", order.event_id)
+        return SagaResult(placed.model_copy(update={"outcome": released, "last_event": released}), [released])
+    problem = _invalid(order)
+    if problem:
+        outcome = _rejected(placed, now, "INVALID_ORDER", problem)
+        done = placed.model_copy(update={"status": "REJECTED", "outcome": outcome, "last_event": outcome})
+        return SagaResult(done, [outcome])
+    request = _price_request(placed, placed.lines, order.event_id, now)
+    round_ = Round(purpose="PLACE", causation_id=order.event_id, price_request_id=request.command_id)
+    return SagaResult(placed.model_copy(update={"round": round_}), [], [request])
+
+
+def _priced(saga: OrderSaga, reply: OrderPriced, now: datetime, hold: timedelta) -> SagaResult:
+    round_ = saga.round
+    if (
+        round_ is None
+        or round_.phase != "PRICING"
+        or reply.command_id != event_id("OrderPriced", round_.price_request_id)
+    ):
+        return SagaResult(saga, duplicate=True, note="stale or repeated OrderPriced")
+    if round_.purpose == "SYNC":
+        return _sync_priced(saga, round_, reply, now)
+    if not reply.accepted:
+        outcome = _rejected(saga, now, reply.reason or "INVALID_ORDER", reply.message)
+        done = _bump(saga, status="REJECTED", round=None, outcome=outcome, last_event=outcome)
+        return SagaResult(done, [outcome])
+    prices = {ln.line_id: ln for ln in reply.lines}
+    lines = tuple(
+        ln.model_copy(
+            update={"unit_price": prices[ln.line_id].unit_price, "customer_price": prices[ln.line_id].customer_price}
+        )
+        for ln in saga.lines
+    )
+    assert saga.order_date is not None
+    reserved_until = saga.order_date + hold
+    requests = _reserve_requests(saga, lines, round_.causation_id, now, reserved_until)
+    nxt = _bump(
+        saga,
+        lines=lines,
+        order_value=reply.order_value,
+        reserved_until=reserved_until,
+        round=round_.model_copy(
+            update={
+                "phase": "RESERVING",
+                "lines": lines,
+                "order_value": reply.order_value,
+                "reserve_requests": {r.sku: r.command_id for r in requests},
+            }
+        ),
+    )
+    return SagaResult(nxt, [], list(requests))
+
+
+def _by_sku(lines: tuple[SagaLine, ...]) -> dict[str, tuple[SagaLine, ...]]:
+    out: dict[str, list[SagaLine]] = {}
+    for line in lines:
+        out.setdefault(line.sku, []).append(line)
+    return {sku: tuple(group) for sku, group in out.items()}
+
+
+def _reserve_requests(
+    saga: OrderSaga,
+    lines: tuple[SagaLine, ...],
+    causation: str,
+    now: datetime,
+    expires_at: datetime | None,
+    skus: set[str] | None = None,
+) -> list[ReserveStock]:
+    grouped = _by_sku(lines)
+    wanted = sorted(skus) if skus is not None else sorted(grouped)
+    return [
+        ReserveStock(
+            command_id=event_id("ReserveStock", saga.tenant_id, saga.order_id, sku, causation),
+            tenant_id=saga.tenant_id,
+            issued_at=now,
+            order_id=saga.order_id,
+            sku=sku,
+            lines=tuple(ln.request() for ln in grouped.get(sku, ())),
+            expires_at=expires_at,
+            priority=saga.priority,
+            customer_id=saga.customer_id,
+        )
+        for sku in wanted
+    ]
+
+
+def _release_stock(saga: OrderSaga, skus: set[str], reason: str, now: datetime) -> list[Command]:
+    return [
+        ReleaseStock(
+            command_id=event_id("ReleaseStock", saga.tenant_id, saga.order_id, sku, reason),
+            tenant_id=saga.tenant_id,
+            issued_at=now,
+            order_id=saga.order_id,
+            sku=sku,
+            reason=reason,
+        )
+        for sku in sorted(skus)
+    ]
+
+
+def _release_credit(saga: OrderSaga, reason: str, now: datetime) -> Command:
+    return ReleaseCredit(
+        command_id=event_id("ReleaseCredit", saga.tenant_id, saga.order_id),
+        tenant_id=saga.tenant_id,
+        issued_at=now,
+        order_id=saga.order_id,
+        customer_id=saga.customer_id,
+        reason=reason,
+    )
+
+
+def _reserved(saga: OrderSaga, reply: StockReserved, now: datetime) -> SagaResult:
+    round_ = saga.round
+    current = (
+        round_ is not None
+        and round_.phase == "RESERVING"
+        and round_.reserve_requests.get(reply.sku) == reply.request_id
+    )
+    if not current:
+        if reply.accepted and saga.status in TERMINAL:
+            # A reservation that landed after the order ended: give the stock back.
+            return SagaResult(
+                saga, [], _release_stock(saga, {reply.sku}, saga.status, now), note="late reservation released"
+            )
+        return SagaResult(saga, duplicate=True, note="stale or repeated StockReserved")
+    assert round_ is not None
+    if reply.sku in round_.replies:
+        return SagaResult(saga, duplicate=True, note="repeated StockReserved")
+    replies = {
+        **round_.replies,
+        reply.sku: SkuReply(accepted=reply.accepted, shortages=reply.shortages, unit_cost=reply.unit_cost),
+    }
+    round_ = round_.model_copy(update={"replies": replies})
+    if set(replies) != set(round_.reserve_requests):
+        return SagaResult(_bump(saga, round=round_))
+    if round_.purpose == "SYNC":
+        return _sync_settle(saga, round_, now)
+    return _settle_placement(saga, round_, now)
+
+
+def _settle_placement(saga: OrderSaga, round_: Round, now: datetime) -> SagaResult:
+    costs = {sku: r.unit_cost for sku, r in round_.replies.items()}
+    outcome: Output
+    if all(r.accepted for r in round_.replies.values()):
+        lines = tuple(ln.model_copy(update={"unit_cost": costs.get(ln.sku)}) for ln in saga.lines)
+        assert saga.reserved_until is not None
+        outcome = OrderInventoryAllocated(
+            event_id=event_id("OrderInventoryAllocated", saga.tenant_id, saga.order_id, saga.placed_event_id),
+            tenant_id=saga.tenant_id,
+            occurred_at=now,
+            causation_id=saga.placed_event_id,
+            order_id=saga.order_id,
+            customer_id=saga.customer_id,
+            opportunity_id=saga.opportunity_id,
+            lines=tuple(
+                AllocatedLine(
+                    line_id=ln.line_id,
+                    sku=ln.sku,
+                    quantity=ln.quantity,
+                    location=ln.location,
+                    unit_price=ln.unit_price or Decimal(0),
+                    customer_price=ln.customer_price or Decimal(0),
+                )
+                for ln in lines
+            ),
+            order_value=saga.order_value,
+            reserved_until=saga.reserved_until,
+        )
+        done = _bump(saga, status="INVENTORY_ALLOCATED", lines=lines, round=None, outcome=outcome, last_event=outcome)
+        return SagaResult(done, [outcome])
+    reserved = {sku for sku, r in round_.replies.items() if r.accepted}
+    items = tuple(
+        UnavailableItem(
+            sku=s.sku, location=s.location, required=s.required, available=s.available, shortfall=s.shortfall
+        )
+        for sku in sorted(round_.replies)
+        for s in round_.replies[sku].shortages
+    )
+    message = f"{len(items)} item(s) short: " + ", ".join(
+        f"{i.sku}@{i.location} needs {i.required}, {i.available} available" for i in items
+    )
+    outcome = _rejected(saga, now, "INSUFFICIENT_INVENTORY", message, items)
+    commands = [*_release_stock(saga, reserved, "REJECTED", now), _release_credit(saga, "REJECTED", now)]
+    done = _bump(saga, status="REJECTED", round=None, outcome=outcome, last_event=outcome)
+    return SagaResult(done, [outcome], commands)
+
+
+# ---- cancellation and expiry ---------------------------------------------------------------------------
+
+
+def _cancel(saga: OrderSaga, cancel: OrderCancelled, now: datetime) -> SagaResult:
+    seen = f"event:{cancel.event_id}"
+    if seen in saga.processed:
+        return SagaResult(
+            saga,
+            [saga.last_event] if saga.status == "CANCELLED" and saga.last_event else [],
+            duplicate=True,
+            note="duplicate OrderCancelled",
+        )
+    if not saga.placed:
+        if saga.status == "CANCELLED":
+            return SagaResult(saga, duplicate=True, note=f"order {saga.order_id} is unknown and already cancelled")
+        tomb = _bump(saga, seen, status="CANCELLED", cancel_reason=cancel.reason)
+        return SagaResult(
+            tomb, note=f"cancel for unknown order {saga.order_id}: remembered, in case the order arrives late"
+        )
+    if saga.status in TERMINAL:
+        return SagaResult(
+            _bump(saga, seen), note=f"order {saga.order_id} is already {saga.status}: cancel changes nothing"
+        )
+    if saga.status not in ("PENDING", "INVENTORY_ALLOCATED"):
+        return SagaResult(_bump(saga, seen), note=f"order {saga.order_id} is {saga.status}: too late to cancel")
+    return _end(saga, "CANCELLED", cancel.event_id, now, seen=seen, cancel_reason=cancel.reason)
+
+
+def _end(
+    saga: OrderSaga,
+    reason: Literal["CANCELLED", "EXPIRED"],
+    causation: str,
+    now: datetime,
+    seen: str | None = None,
+    **changes: object,
+) -> SagaResult:
+    released = _released(saga, now, reason, causation)
+    skus = {ln.sku for ln in saga.lines}
+    commands = [*_release_stock(saga, skus, reason, now), _release_credit(saga, reason, now)]
+    outcome_update: dict[str, object] = {"last_event": released}
+    if saga.outcome is None:  # still pending: this is the placement's terminal outcome
+        outcome_update["outcome"] = released
+    done = _bump(saga, seen, status=reason, round=None, **outcome_update, **changes)
+    return SagaResult(done, [released], commands)
+
+
+def expire(saga: OrderSaga, now: datetime, causation: str) -> SagaResult:
+    """Expire the order's reservations if they are due by `now` (event time of the tick)."""
+    if saga.status != "INVENTORY_ALLOCATED" or saga.reserved_until is None or saga.reserved_until > now:
+        return SagaResult(saga, duplicate=True, note="not due")
+    return _end(saga, "EXPIRED", causation, now)
+
+
+# ---- synchronisation with the OMS ----------------------------------------------------------------------
+
+
+def _synced(
+    saga: OrderSaga,
+    now: datetime,
+    causation: str,
+    result: str,
+    message: str = "",
+    items: tuple[UnavailableItem, ...] = (),
+    lines: tuple[SagaLine, ...] | None = None,
+) -> OrderInventorySynced:
+    held = saga.lines if lines is None else lines
+    impact = tuple(
+        SyncedLine(
+            line_id=ln.line_id,
+            sku=ln.sku,
+            quantity=ln.quantity,
+            location=ln.location,
+            unit_cost=ln.unit_cost or Decimal(0),
+            total_cost=(ln.unit_cost or Decimal(0)) * ln.quantity,
+        )
+        for ln in held
+    )
+    return OrderInventorySynced(
+        event_id=event_id("OrderInventorySynced", saga.tenant_id, saga.order_id, causation),
+        tenant_id=saga.tenant_id,
+        occurred_at=now,
+        causation_id=causation,
+        order_id=saga.order_id,
+        customer_id=saga.customer_id,
+        opportunity_id=saga.opportunity_id,
+        status=saga.status,
+        result=result,
+        message=message,
+        lines=impact,
+        total_value=sum((i.total_cost for i in impact), Decimal(0)),
+        unavailable_items=items,
+    )
+
+
+def _sync(saga: OrderSaga, snapshot: OrderSnapshot, now: datetime) -> SagaResult:
+    seen = f"event:{snapshot.event_id}"
+    if seen in saga.processed:
+        last = saga.last_event
+        again: list[Output] = (
+            [last] if isinstance(last, OrderInventorySynced) and last.causation_id == snapshot.event_id else []
+        )
+        return SagaResult(saga, again, duplicate=True, note="duplicate OrderSnapshot")
+    if not saga.placed:
+        out = _synced(
+            saga.model_copy(update={"customer_id": snapshot.customer_id, "status": "PENDING"}),
+            now,
+            snapshot.event_id,
+            "NOT_FOUND",
+            f"order {saga.order_id} was never placed with the fleet",
+            lines=(),
+        )
+        return SagaResult(_bump(saga, seen), [out])
+    wanted = tuple(
+        SagaLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity, location=ln.location)
+        for ln in snapshot.lines
+        if ln.quantity > 0
+    )
+    cancelled = snapshot.status.upper() in ("CANCELLED", "CANCELED") or not wanted
+    if cancelled and saga.status in ("PENDING", "INVENTORY_ALLOCATED"):
+        ended = _end(saga, "CANCELLED", snapshot.event_id, now, seen=seen, cancel_reason="cancelled in the OMS")
+        out = _synced(ended.saga, now, snapshot.event_id, "CANCELLED", "released every reservation", lines=())
+        return SagaResult(ended.saga.model_copy(update={"last_event": out}), [*ended.outputs, out], ended.commands)
+    if saga.status != "INVENTORY_ALLOCATED":
+        result = "PENDING" if saga.status == "PENDING" else "NOT_ALLOCATED"
+        out = _synced(saga, now, snapshot.event_id, result, f"order is {saga.status}; nothing to reconcile")
+        return SagaResult(_bump(saga, seen, last_event=out), [out])
+    current = {ln.line_id: (ln.sku, ln.quantity, ln.location) for ln in saga.lines}
+    if current == {ln.line_id: (ln.sku, ln.quantity, ln.location) for ln in wanted}:
+        out = _synced(saga, now, snapshot.event_id, "IN_SYNC")
+        return SagaResult(_bump(saga, seen, last_event=out), [out])
+    known = {ln.line_id: ln for ln in saga.lines}
+    wanted = tuple(
+        ln.model_copy(update={"unit_cost": known[ln.line_id].unit_cost})
+        if ln.line_id in known and known[ln.line_id].sku == ln.sku
+        else ln
+        for ln in wanted
+    )
+    request = _price_request(saga, wanted, snapshot.event_id, now)
+    round_ = Round(purpose="SYNC", causation_id=snapshot.event_id, price_request_id=request.command_id, lines=wanted)
+    return SagaResult(_bump(saga, seen, round=round_), [], [request])
+
+
+def _sync_priced(saga: OrderSaga, round_: Round, reply: OrderPriced, now: datetime) -> SagaResult:
+    if not reply.accepted:
+        result = "CREDIT_LIMIT_EXCEEDED" if reply.reason == "CREDIT_LIMIT_EXCEEDED" else "REJECTED"
+        out = _synced(saga, now, round_.causation_id, result, reply.message)
+        return SagaResult(_bump(saga, round=None, last_event=out), [out])
+    prices = {ln.line_id: ln for ln in reply.lines}
+    lines = tuple(
+        ln.model_copy(
+            update={"unit_price": prices[ln.line_id].unit_price, "customer_price": prices[ln.line_id].customer_price}
+        )
+        for ln in round_.lines
+    )
+    before, after = _by_sku(saga.lines), _by_sku(lines)
+    changed = {sku for sku in set(before) | set(after) if _shape(before.get(sku, ())) != _shape(after.get(sku, ()))}
+    requests = _reserve_requests(saga, lines, round_.causation_id, now, saga.reserved_until, skus=changed)
+    nxt = round_.model_copy(
+        update={
+            "phase": "RESERVING",
+            "lines": lines,
+            "order_value": reply.order_value,
+            "reserve_requests": {r.sku: r.command_id for r in requests},
+        }
+    )
+    return SagaResult(_bump(saga, round=nxt), [], list(requests))
+
+
+def _shape(lines: tuple[SagaLine, ...]) -> set[tuple[str, int, str]]:
+    return {(ln.line_id, ln.quantity, ln.location) for ln in lines}
+
+
+def _sync_settle(saga: OrderSaga, round_: Round, now: datetime) -> SagaResult:
+    before, after = _by_sku(saga.lines), _by_sku(round_.lines)
+    result_lines: list[SagaLine] = []
+    for sku in sorted(set(before) | set(after)):
+        reply = round_.replies.get(sku)
+        if reply is None:  # unchanged SKU
+            result_lines.extend(after.get(sku, ()))
+        elif reply.accepted:
+            result_lines.extend(ln.model_copy(update={"unit_cost": reply.unit_cost}) for ln in after.get(sku, ()))
+        else:
+            result_lines.extend(before.get(sku, ()))
+    lines = tuple(result_lines)
+    items = tuple(
+        UnavailableItem(
+            sku=s.sku, location=s.location, required=s.required, available=s.available, shortfall=s.shortfall
+        )
+        for sku in sorted(round_.replies)
+        for s in round_.replies[sku].shortages
+    )
+    value = sum(((ln.customer_price or Decimal(0)) * ln.quantity for ln in lines), Decimal(0))
+    commands: list[Command] = []
+    if items:
+        # The customer holds the full requested value; hold what was actually reserved instead.
+        commands.append(
+            _price_request(saga.model_copy(update={"lines": lines}), lines, f"{round_.causation_id}/partial", now)
+        )
+    result = "PARTIAL" if items else "UPDATED"
+    done = _bump(saga, lines=lines, order_value=value, round=None)
+    out = _synced(done, now, round_.causation_id, result, "some lines could not be changed" if items else "", items)
+    return SagaResult(done.model_copy(update={"last_event": out}), [out], commands)

@@ -1,0 +1,64 @@
+"""What every stateful agent does around the core: read the envelope, send commands to the partition
+that owns them, publish outputs, dead-letter what cannot be handled."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from agents.app import send_dead_letter, topics
+from agents.codec import encode_json
+from agents.core.commands import INTERNAL_KINDS, Command, InternalCommand, load_command_json
+from agents.core.events import InputEvent, Output, load_input_json
+from agents.core.ids import entity_key, split_key
+from agents.core.routing import route_command
+from agents.envelope import Envelope, SourceRef, wrap
+from agents.metrics import EVENTS_PROCESSED
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def read(message: Any) -> tuple[Envelope, InputEvent | InternalCommand]:
+    envelope = Envelope.from_bytes(message.value)
+    body: InputEvent | InternalCommand
+    body = load_command_json(envelope.body) if envelope.kind in INTERNAL_KINDS else load_input_json(envelope.body)
+    return envelope, body
+
+
+async def send_command(command: Command, source: SourceRef | None) -> None:
+    target = route_command(command)
+    kind = getattr(command, "kind", type(command).__name__)
+    await topics[target.topic_id].send(
+        key=entity_key(target.tenant_id, target.entity_id), value=wrap(kind, command, source)
+    )
+
+
+def output_key(tenant_id: str, entity_id: str) -> bytes:
+    return f"{tenant_id}:{entity_id}".encode()
+
+
+async def publish(topic_id: str, entity_id: str, output: Output) -> None:
+    await topics[topic_id].send(key=output_key(output.tenant_id, entity_id), value=encode_json(output))
+
+
+async def dead_letter_internal(
+    topic_id: str, message: Any, envelope: Envelope | None, error: str, reason: str, body: BaseModel | None = None
+) -> None:
+    """Dead-letter a message of an internal topic under the upstream coordinates it came from."""
+    source = envelope.source if envelope else None
+    await send_dead_letter(
+        topic_id=topic_id,
+        source_topic=source.topic if source else message.topic,
+        source_partition=source.partition if source else message.partition,
+        source_offset=source.offset if source else message.offset,
+        error=error,
+        reason=reason,
+        key=source.key if source else message.key,
+        value=envelope.body.encode() if envelope else message.value,
+        tenant_id=split_key(message.key)[0] if message.key and not message.key.startswith(b"\x00") else None,
+    )
+    EVENTS_PROCESSED.labels(topic_id, "dlq").inc()

@@ -1,0 +1,140 @@
+"""The order saga agent: one saga per `tenant|order` in the order_sagas table, and an expiry index per
+partition (bucketed by reserved_until) that a timer's ticks walk, so expiry is decided in the log."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agents.app import app, log, settings, table, topics
+from agents.core import saga as core
+from agents.core.commands import ExpiryTick, OrderPriced, StockReserved
+from agents.core.events import OrderCancelled, OrderPlaced, OrderSnapshot
+from agents.core.ids import event_id, split_key
+from agents.envelope import Envelope, SourceRef, wrap
+from agents.metrics import DUPLICATES, EVENTS_PROCESSED, PROCESSING_SECONDS
+from agents.streams.common import dead_letter_internal, publish, read, send_command, utcnow
+
+sagas = table("order_sagas", "order_saga_changelog")
+BUCKET_S = 10
+INDEX_PREFIX = b"\x00expiry|"  # + bucket start (epoch seconds): order keys due in that bucket
+CURSOR_KEY = b"\x00expiry-cursor"  # the oldest bucket that may still hold due orders
+TICK_KEY = b"\x00tick"
+hold = timedelta(seconds=settings.reservation_hold_s)
+
+
+def load_saga(key: bytes) -> core.OrderSaga:
+    raw = sagas.get(key)
+    if raw is None:
+        tenant, order_id = split_key(key)
+        return core.new_saga(tenant, order_id)
+    return core.OrderSaga.model_validate_json(raw)
+
+
+def _bucket(moment: datetime) -> int:
+    seconds = int(moment.timestamp())
+    return seconds - seconds % BUCKET_S
+
+
+def _index_add(key: bytes, due: datetime) -> None:
+    bucket = _bucket(due)
+    slot = INDEX_PREFIX + str(bucket).encode()
+    keys = json.loads(sagas.get(slot) or b"[]")
+    if key.decode() not in keys:
+        sagas[slot] = json.dumps([*keys, key.decode()]).encode()
+    cursor = sagas.get(CURSOR_KEY)
+    if cursor is None or int(cursor) > bucket:
+        sagas[CURSOR_KEY] = str(bucket).encode()
+
+
+async def _apply(key: bytes, saga: core.OrderSaga, result: core.SagaResult, source: SourceRef | None) -> None:
+    sagas[key] = result.saga.model_dump_json().encode()
+    if result.saga.status == "INVENTORY_ALLOCATED" and saga.status != "INVENTORY_ALLOCATED":
+        assert result.saga.reserved_until is not None
+        _index_add(key, result.saga.reserved_until)
+    for output in result.outputs:
+        await publish("allocations", result.saga.order_id, output)
+    for command in result.commands:
+        await send_command(command, source)
+    if result.note:
+        log.info("order %s/%s: %s", result.saga.tenant_id, result.saga.order_id, result.note)
+
+
+async def _expire_due(tick: ExpiryTick) -> int:
+    """Walk the index from its cursor to the tick's time and expire what is due; returns how many."""
+    now = tick.issued_at
+    cursor = sagas.get(CURSOR_KEY)
+    if cursor is None:
+        return 0
+    bucket, expired = int(cursor), 0
+    while bucket <= _bucket(now):
+        slot = INDEX_PREFIX + str(bucket).encode()
+        waiting = []
+        for order_key in json.loads(sagas.get(slot) or b"[]"):
+            key = order_key.encode()
+            saga = load_saga(key)
+            result = core.expire(saga, now, tick.command_id)
+            if result.saga is not saga:
+                await _apply(key, saga, result, None)
+                expired += 1
+            elif saga.status == "INVENTORY_ALLOCATED":
+                waiting.append(order_key)  # not due yet (later in this bucket)
+        if waiting:
+            sagas[slot] = json.dumps(waiting).encode()
+            break
+        if sagas.get(slot) is not None:
+            del sagas[slot]
+        bucket += BUCKET_S
+    sagas[CURSOR_KEY] = str(bucket).encode()
+    return expired
+
+
+async def apply_command(event: Any) -> None:
+    message = event.message
+    started = time.perf_counter()
+    envelope: Envelope | None = None
+    try:
+        envelope, command = read(message)
+        if isinstance(command, ExpiryTick):
+            expired = await _expire_due(command)
+            EVENTS_PROCESSED.labels("order_commands", "tick").inc()
+            if expired:
+                log.info("expired %d order(s) on partition %d", expired, message.partition)
+            return
+        if isinstance(command, OrderPlaced | OrderCancelled | OrderSnapshot):
+            pass
+        elif not isinstance(command, OrderPriced | StockReserved):
+            raise TypeError(f"{type(command).__name__} does not belong on the order topic")
+        saga = load_saga(message.key)
+        result = core.handle(saga, command, utcnow(), hold)
+    except Exception as exc:
+        log.exception("order saga failed on %s[%d]@%d", message.topic, message.partition, message.offset)
+        await dead_letter_internal("order_commands", message, envelope, type(exc).__name__, f"unexpected error: {exc}")
+        return
+    await _apply(message.key, saga, result, envelope.source)
+    if result.duplicate:
+        DUPLICATES.labels("order_sagas").inc()
+    EVENTS_PROCESSED.labels("order_commands", "duplicate" if result.duplicate else "applied").inc()
+    PROCESSING_SECONDS.labels("order_sagas").observe(time.perf_counter() - started)
+
+
+@app.agent(topics["order_commands"], name="order_sagas", concurrency=1)
+async def run_order_sagas(stream: Any) -> None:
+    async for event in stream.events():
+        await apply_command(event)
+
+
+@app.timer(interval=settings.expiry_tick_s)  # type: ignore[untyped-decorator]
+async def tick_expiry() -> None:
+    """Send a tick to each order partition this worker owns; the saga agent decides in log order."""
+    name = topics["order_commands"].get_topic_name()
+    now = datetime.now(UTC)
+    for tp in app.consumer.assignment():
+        if tp.topic != name:
+            continue
+        tick = ExpiryTick(
+            command_id=event_id("ExpiryTick", tp.partition, now.isoformat()), tenant_id="-", issued_at=now
+        )
+        await topics["order_commands"].send(key=TICK_KEY, value=wrap("ExpiryTick", tick, None), partition=tp.partition)
