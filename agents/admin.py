@@ -68,13 +68,23 @@ def apply_topics(topology: Topology, bootstrap: str, timeout: float = 30.0) -> A
                     raise
                 raced.append(spec)  # created meanwhile by someone else: it must still match
         if raced:
-            existing = admin.list_topics(timeout=timeout).topics
+            existing = _wait_visible(admin, [spec.name for spec in raced], timeout)
             configs = _describe_configs(admin, [spec.name for spec in raced], timeout)
             problems = [p for spec in raced for p in _mismatches(spec, existing[spec.name], configs.get(spec.name, {}))]
             if problems:
                 raise TopicMismatchError(_MISMATCH + "\n  ".join(problems))
             report.unchanged.extend(spec.name for spec in raced)
     return report
+
+
+def _wait_visible(admin: AdminClient, names: list[str], timeout: float) -> dict[str, Any]:
+    """Topic metadata once every named topic shows up (a topic created a moment ago may not yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        if all(name in topics and topics[name].partitions for name in names) or time.monotonic() > deadline:
+            return dict(topics)
+        time.sleep(0.2)
 
 
 def _mismatches(spec: TopicSpec, meta: Any, config: dict[str, str]) -> list[str]:

@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from agents.admin import TopicMismatchError, apply_topics
 from agents.topology import load_topology
-from tests.support.fleet import isolated_topics_file
+from tests.support.fleet import isolated_topics_file, wait_until
 
 
 def test_apply_creates_missing_topics_then_leaves_them_alone(bootstrap: str, tmp_path: Path) -> None:
@@ -31,6 +31,7 @@ def test_apply_refuses_a_topic_whose_partition_count_differs(bootstrap: str, tmp
     wrong = topology["sku_commands"]
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(wrong.name, wrong.partitions + 1, 1)])[wrong.name].result(timeout=30)
+    wait_until(lambda: wrong.name in admin.list_topics(timeout=10).topics, 30, f"{wrong.name} to be visible")
     with pytest.raises(TopicMismatchError, match=rf"{wrong.name}: has {wrong.partitions + 1} partitions"):
         apply_topics(topology, bootstrap)
     assert wrong.name in admin.list_topics(timeout=10).topics
