@@ -147,6 +147,30 @@ def handle(saga: OrderSaga, message: SagaMessage, now: datetime, hold: timedelta
     raise TypeError(f"unexpected message {type(message).__name__}")  # pragma: no cover
 
 
+# ---- redelivery ----------------------------------------------------------------------------------------
+
+
+def resend(saga: OrderSaga, now: datetime, note: str) -> SagaResult:
+    """A redelivered or stale message: change nothing, but send again what the current state implies, since
+    the first attempt's sends may not have been flushed before a crash. Every re-sent command has its
+    original id (targets dedupe it) and every re-published event its original event id."""
+    outputs: list[Output] = [saga.last_event] if saga.last_event is not None else []
+    commands: list[Command] = []
+    round_ = saga.round
+    if round_ is not None and round_.phase == "PRICING":
+        lines = round_.lines if round_.purpose == "SYNC" else saga.lines
+        commands.append(_price_request(saga, lines, round_.causation_id, now))
+    elif round_ is not None:
+        waiting = set(round_.reserve_requests) - set(round_.replies)
+        commands.extend(
+            _reserve_requests(saga, round_.lines, round_.causation_id, now, saga.reserved_until, skus=waiting)
+        )
+    elif saga.status in ("REJECTED", "CANCELLED", "EXPIRED") and saga.placed:
+        commands.extend(_release_stock(saga, {ln.sku for ln in saga.lines}, saga.status, now))
+        commands.append(_release_credit(saga, saga.status, now))
+    return SagaResult(saga, outputs, commands, duplicate=True, note=note)
+
+
 # ---- placement -----------------------------------------------------------------------------------------
 
 
@@ -213,7 +237,7 @@ def _price_request(saga: OrderSaga, lines: tuple[SagaLine, ...], causation: str,
 
 def _place(saga: OrderSaga, order: OrderPlaced, now: datetime) -> SagaResult:
     if saga.placed:  # the same order again (redelivered, or re-sent upstream with a new event id)
-        return SagaResult(saga, [saga.outcome] if saga.outcome else [], duplicate=True, note="duplicate OrderPlaced")
+        return resend(saga, now, "duplicate OrderPlaced")
     placed = _bump(
         saga,
         placed=True,
@@ -248,7 +272,7 @@ def _priced(saga: OrderSaga, reply: OrderPriced, now: datetime, hold: timedelta)
         or round_.phase != "PRICING"
         or reply.command_id != event_id("OrderPriced", round_.price_request_id)
     ):
-        return SagaResult(saga, duplicate=True, note="stale or repeated OrderPriced")
+        return resend(saga, now, "stale or repeated OrderPriced")
     if round_.purpose == "SYNC":
         return _sync_priced(saga, round_, reply, now)
     if not reply.accepted:
@@ -353,10 +377,10 @@ def _reserved(saga: OrderSaga, reply: StockReserved, now: datetime) -> SagaResul
             return SagaResult(
                 saga, [], _release_stock(saga, {reply.sku}, saga.status, now), note="late reservation released"
             )
-        return SagaResult(saga, duplicate=True, note="stale or repeated StockReserved")
+        return resend(saga, now, "stale or repeated StockReserved")
     assert round_ is not None
     if reply.sku in round_.replies:
-        return SagaResult(saga, duplicate=True, note="repeated StockReserved")
+        return resend(saga, now, "repeated StockReserved")
     replies = {
         **round_.replies,
         reply.sku: SkuReply(accepted=reply.accepted, shortages=reply.shortages, unit_cost=reply.unit_cost),
@@ -422,12 +446,7 @@ def _settle_placement(saga: OrderSaga, round_: Round, now: datetime) -> SagaResu
 def _cancel(saga: OrderSaga, cancel: OrderCancelled, now: datetime) -> SagaResult:
     seen = f"event:{cancel.event_id}"
     if seen in saga.processed:
-        return SagaResult(
-            saga,
-            [saga.last_event] if saga.status == "CANCELLED" and saga.last_event else [],
-            duplicate=True,
-            note="duplicate OrderCancelled",
-        )
+        return resend(saga, now, "duplicate OrderCancelled")
     if not saga.placed:
         if saga.status == "CANCELLED":
             return SagaResult(saga, duplicate=True, note=f"order {saga.order_id} is unknown and already cancelled")

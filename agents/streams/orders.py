@@ -22,6 +22,8 @@ BUCKET_S = 10
 INDEX_PREFIX = b"\x00expiry|"  # + bucket start (epoch seconds): order keys due in that bucket
 CURSOR_KEY = b"\x00expiry-cursor"  # the oldest bucket that may still hold due orders
 TICK_KEY = b"\x00tick"
+TICKS_REMEMBERED = 32
+EXPIRY_GRACE_S = 60  # expired orders stay in the index this long, for a redelivered tick to re-send
 hold = timedelta(seconds=settings.reservation_hold_s)
 
 
@@ -38,15 +40,29 @@ def _bucket(moment: datetime) -> int:
     return seconds - seconds % BUCKET_S
 
 
+def _slot(bucket: int) -> bytes:
+    return INDEX_PREFIX + str(bucket).encode()
+
+
+def _read_slot(bucket: int) -> dict[str, list[str]]:
+    raw = sagas.get(_slot(bucket))
+    return json.loads(raw) if raw else {"pending": [], "expired": []}
+
+
 def _index_add(key: bytes, due: datetime) -> None:
     bucket = _bucket(due)
-    slot = INDEX_PREFIX + str(bucket).encode()
-    keys = json.loads(sagas.get(slot) or b"[]")
-    if key.decode() not in keys:
-        sagas[slot] = json.dumps([*keys, key.decode()]).encode()
-    cursor = sagas.get(CURSOR_KEY)
-    if cursor is None or int(cursor) > bucket:
-        sagas[CURSOR_KEY] = str(bucket).encode()
+    slot = _read_slot(bucket)
+    if key.decode() not in slot["pending"]:
+        slot["pending"].append(key.decode())
+        sagas[_slot(bucket)] = json.dumps(slot).encode()
+    index = _read_index()
+    if index["cursor"] is None or index["cursor"] > bucket:
+        sagas[CURSOR_KEY] = json.dumps({**index, "cursor": bucket}).encode()
+
+
+def _read_index() -> dict[str, Any]:
+    raw = sagas.get(CURSOR_KEY)
+    return json.loads(raw) if raw else {"cursor": None, "ticks": []}
 
 
 async def _apply(key: bytes, saga: core.OrderSaga, result: core.SagaResult, source: SourceRef | None) -> None:
@@ -63,31 +79,46 @@ async def _apply(key: bytes, saga: core.OrderSaga, result: core.SagaResult, sour
 
 
 async def _expire_due(tick: ExpiryTick) -> int:
-    """Walk the index from its cursor to the tick's time and expire what is due; returns how many."""
+    """Walk the index from its cursor to the tick's time and expire what is due; returns how many.
+
+    The index records the ticks it has seen before anything else is written for a tick, and keeps the
+    orders it expired for a grace period: a tick redelivered after a crash re-sends their releases (the
+    changelog keeps a prefix of a partition's writes, the sends to other topics may have been lost)."""
     now = tick.issued_at
-    cursor = sagas.get(CURSOR_KEY)
-    if cursor is None:
+    index = _read_index()
+    redelivery = tick.command_id in index["ticks"]
+    if not redelivery:
+        index = {**index, "ticks": [*index["ticks"], tick.command_id][-TICKS_REMEMBERED:]}
+        sagas[CURSOR_KEY] = json.dumps(index).encode()
+    if index["cursor"] is None:
         return 0
-    bucket, expired = int(cursor), 0
+    bucket, cursor, expired = int(index["cursor"]), None, 0
     while bucket <= _bucket(now):
-        slot = INDEX_PREFIX + str(bucket).encode()
-        waiting = []
-        for order_key in json.loads(sagas.get(slot) or b"[]"):
-            key = order_key.encode()
-            saga = load_saga(key)
-            result = core.expire(saga, now, tick.command_id)
-            if result.saga is not saga:
-                await _apply(key, saga, result, None)
-                expired += 1
-            elif saga.status == "INVENTORY_ALLOCATED":
-                waiting.append(order_key)  # not due yet (later in this bucket)
-        if waiting:
-            sagas[slot] = json.dumps(waiting).encode()
-            break
-        if sagas.get(slot) is not None:
-            del sagas[slot]
+        slot = _read_slot(bucket)
+        if slot["pending"] or redelivery:
+            waiting: list[str] = []
+            for order_key in slot["pending"] + (slot["expired"] if redelivery else []):
+                key = order_key.encode()
+                saga = load_saga(key)
+                result = core.expire(saga, now, tick.command_id)
+                if result.saga is not saga:
+                    await _apply(key, saga, result, None)
+                    slot["expired"].append(order_key)
+                    expired += 1
+                elif saga.status == "INVENTORY_ALLOCATED":
+                    waiting.append(order_key)  # not due yet (later in this bucket)
+                elif redelivery and saga.status == "EXPIRED":
+                    await _apply(key, saga, core.resend(saga, now, "expiry re-sent after redelivery"), None)
+            slot = {"pending": waiting, "expired": sorted(set(slot["expired"]))}
+            sagas[_slot(bucket)] = json.dumps(slot).encode()
+        settled = not slot["pending"] and bucket + BUCKET_S + EXPIRY_GRACE_S <= now.timestamp()
+        if settled and cursor is None:
+            if sagas.get(_slot(bucket)) is not None:
+                del sagas[_slot(bucket)]
+        elif cursor is None:
+            cursor = bucket
         bucket += BUCKET_S
-    sagas[CURSOR_KEY] = str(bucket).encode()
+    sagas[CURSOR_KEY] = json.dumps({**index, "cursor": cursor if cursor is not None else bucket}).encode()
     return expired
 
 
