@@ -23,6 +23,12 @@ from agents.settings import Settings
 from agents.topology import Topology
 
 TENANTS = ("acme", "globex")
+CUSTOMERS = (  # id, name, tier, credit limit
+    ("C-100", "Northwind Traders", "PLATINUM", "250000"),
+    ("C-200", "Contoso Manufacturing", "GOLD", "60000"),
+    ("C-300", "Fabrikam Tools", "SILVER", "15000"),
+    ("C-400", "Tailspin Repairs", "BRONZE", "2500"),
+)
 LOCATIONS = ("WH1", "WH2")
 CATALOG = (
     ("WIDGET-100", "Steel widget", "12.50", "7.10", 3),
@@ -51,6 +57,8 @@ def _event(event_type: str, tenant: str, **fields: Any) -> dict[str, Any]:
 @dataclass
 class DemoFeed:
     rng: random.Random = field(default_factory=lambda: random.Random(7))
+    recent_orders: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=50))
+    order_seq: int = 0
 
     def opening(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(topic id, key, event) to set the scene: the catalog and opening stock."""
@@ -74,7 +82,54 @@ class DemoFeed:
                 )
                 for location in LOCATIONS:
                     out.append(("stock_movements", f"{tenant}:{sku}", self.receipt(tenant, sku, location)))
+            for customer_id, name, tier, limit in CUSTOMERS:
+                customer = _event(
+                    "CustomerUpserted",
+                    tenant,
+                    customer_id=customer_id,
+                    name=name,
+                    tier=tier,
+                    credit_limit=limit,
+                    credit_used="0",
+                )
+                out.append(("customers", f"{tenant}:{customer_id}", customer))
+            pricing = _event(
+                "CustomerPricingUpdated",
+                tenant,
+                customer_id="C-100",
+                updates=[
+                    {"sku": "MOTOR-3KW", "customer_price": "575.00"},
+                    {"sku": "PUMP-X2", "discount_percentage": 15},
+                ],
+            )
+            out.append(("customer_pricing", f"{tenant}:C-100", pricing))
         return out
+
+    def order(self, tenant: str) -> tuple[str, str, dict[str, Any]]:
+        self.order_seq += 1
+        order_id = f"SO-{self.order_seq:06d}"
+        skus = self.rng.sample([c[0] for c in CATALOG], self.rng.randint(1, 3))
+        event = _event(
+            "OrderPlaced",
+            tenant,
+            order_id=order_id,
+            order_number=order_id,
+            customer_id=self.rng.choice(CUSTOMERS)[0],
+            order_date=_now(),
+            lines=[
+                {
+                    "line_id": f"L{i + 1}",
+                    "sku": sku,
+                    "quantity": self.rng.randint(1, 12),
+                    "location": self.rng.choice(LOCATIONS),
+                }
+                for i, sku in enumerate(skus)
+            ],
+            shipping_address={"city": "Rotterdam", "country": "NL"},
+            priority=self.rng.choice(["LOW", "MEDIUM", "MEDIUM", "HIGH", "URGENT"]),
+        )
+        self.recent_orders.append((tenant, order_id))
+        return ("orders", f"{tenant}:{order_id}", event)
 
     def receipt(self, tenant: str, sku: str, location: str) -> dict[str, Any]:
         return _event(
@@ -92,9 +147,15 @@ class DemoFeed:
         location = self.rng.choice(LOCATIONS)
         key = f"{tenant}:{sku}"
         roll = self.rng.random()
-        if roll < 0.5:
+        if roll < 0.45:
+            return [self.order(tenant)]
+        if roll < 0.52 and self.recent_orders:
+            tenant, order_id = self.recent_orders[self.rng.randrange(len(self.recent_orders))]
+            cancel = _event("OrderCancelled", tenant, order_id=order_id, reason="customer cancelled")
+            return [("orders", f"{tenant}:{order_id}", cancel)]
+        if roll < 0.72:
             return [("stock_movements", key, self.receipt(tenant, sku, location))]
-        if roll < 0.85:
+        if roll < 0.88:
             delta = -self.rng.randint(1, 5)
             event = _event(
                 "StockAdjusted",
@@ -106,7 +167,7 @@ class DemoFeed:
                 reason="damaged in handling",
             )
             return [("stock_movements", key, event)]
-        if roll < 0.95:
+        if roll < 0.97:
             event = _event(
                 "StockCounted",
                 tenant,
@@ -125,6 +186,9 @@ class Summary:
     availability: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     dlq: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5))
     counts: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=8))
+    seen: set[str] = field(default_factory=set)
 
     def add(self, topic_id: str, record: dict[str, Any]) -> None:
         self.counts[topic_id] += 1
@@ -132,6 +196,12 @@ class Summary:
             self.availability[(record["tenant_id"], record["sku"])] = record
         elif topic_id == "dlq":
             self.dlq.append(record)
+        elif topic_id == "allocations" and record["event_id"] not in self.seen:
+            self.seen.add(record["event_id"])
+            label = record["event_type"].replace("Order", "").replace("Inventory", "")
+            reason = record.get("reason")
+            self.outcomes[f"{label} ({reason})" if reason else label] += 1
+            self.recent.append(record)
 
     def render(self, produced: int, urls: str) -> Group:
         table = Table(title="Availability (latest per SKU)", expand=True)
@@ -151,6 +221,20 @@ class Summary:
                     str(loc["soft_allocated"]),
                     str(loc["available"]),
                 )
+        outcomes = Table(title="Order outcomes", expand=True)
+        outcomes.add_column("outcome")
+        outcomes.add_column("count", justify="right")
+        for label, count in sorted(self.outcomes.items()):
+            outcomes.add_row(label, str(count))
+        recent = Table(title="Latest order events", expand=True)
+        for column in ("tenant", "order", "event", "detail"):
+            recent.add_column(column)
+        for record in self.recent:
+            if record["event_type"] == "OrderInventoryAllocated":
+                detail = f"value {record['order_value']}, held until {record['reserved_until'][11:19]}"
+            else:
+                detail = (record.get("message") or record.get("reason") or "")[:90]
+            recent.add_row(record["tenant_id"], record["order_id"], record["event_type"], detail)
         dead = Table(title="Dead letters (latest)", expand=True)
         dead.add_column("error")
         dead.add_column("reason")
@@ -159,7 +243,7 @@ class Summary:
         stats = f"produced {produced} upstream events | received " + ", ".join(
             f"{k}: {v}" for k, v in sorted(self.counts.items())
         )
-        return Group(Panel(stats + "\n" + urls, title="inventory fleet demo"), table, dead)
+        return Group(Panel(stats + "\n" + urls, title="inventory fleet demo"), outcomes, recent, table, dead)
 
 
 def run_demo(settings: Settings, topology: Topology, seconds: float = 0, rate: float = 5.0) -> int:

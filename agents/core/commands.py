@@ -110,15 +110,38 @@ class StockReserved(Command):
     message: str = ""
 
 
+class StockLost(Command):
+    """SKU ledger -> order saga: a physical count fell below what was reserved; the order's reservation on
+    this SKU was dropped (lowest priority, newest first) to keep reserved <= on_hand."""
+
+    kind: Literal["StockLost"] = "StockLost"
+    order_id: str
+    sku: str
+    location: str
+    quantity: int
+    message: str = ""
+
+
 class ExpiryTick(Command):
     """Timer -> one order partition: reservations due by `issued_at` expire."""
 
     kind: Literal["ExpiryTick"] = "ExpiryTick"
 
 
-InternalCommand = PriceOrder | ReleaseCredit | OrderPriced | ReserveStock | ReleaseStock | StockReserved | ExpiryTick
+InternalCommand = (
+    PriceOrder | ReleaseCredit | OrderPriced | ReserveStock | ReleaseStock | StockReserved | StockLost | ExpiryTick
+)
 INTERNAL_KINDS = frozenset(
-    ("PriceOrder", "ReleaseCredit", "OrderPriced", "ReserveStock", "ReleaseStock", "StockReserved", "ExpiryTick")
+    (
+        "PriceOrder",
+        "ReleaseCredit",
+        "OrderPriced",
+        "ReserveStock",
+        "ReleaseStock",
+        "StockReserved",
+        "StockLost",
+        "ExpiryTick",
+    )
 )
 
 _COMMAND_ADAPTER: TypeAdapter[InternalCommand] = TypeAdapter(Annotated[InternalCommand, Field(discriminator="kind")])

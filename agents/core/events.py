@@ -400,7 +400,9 @@ class ReleasedLine(Model):
 
 class OrderInventoryReleased(OrderOutput):
     event_type: Literal["OrderInventoryReleased"] = "OrderInventoryReleased"
-    reason: Literal["CANCELLED", "EXPIRED", "REJECTED"]
+    # STOCK_LOST: a physical count fell below what was reserved and this order's hold was dropped.
+    reason: Literal["CANCELLED", "EXPIRED", "REJECTED", "STOCK_LOST"]
+    message: str = ""
     lines: tuple[ReleasedLine, ...]
 
 
@@ -418,7 +420,17 @@ class OrderInventorySynced(OrderOutput):
 
     event_type: Literal["OrderInventorySynced"] = "OrderInventorySynced"
     status: str
-    result: Literal["IN_SYNC", "UPDATED", "PARTIAL", "CANCELLED", "REJECTED", "NOT_FOUND"]
+    result: Literal[
+        "IN_SYNC",  # the fleet already holds what the OMS says
+        "UPDATED",  # reservations changed to match
+        "PARTIAL",  # some SKUs could not change (unavailable_items); the rest did
+        "CANCELLED",  # the OMS cancelled it: everything released
+        "PENDING",  # allocation still in flight: retry later
+        "NOT_ALLOCATED",  # the order is rejected, expired or cancelled here: nothing to reconcile
+        "CREDIT_LIMIT_EXCEEDED",  # the OMS's lines would pass the credit limit: nothing changed
+        "REJECTED",  # the OMS's lines could not be priced (e.g. unknown SKU): nothing changed
+        "NOT_FOUND",  # the fleet never saw the order
+    ]
     message: str = ""
     lines: tuple[SyncedLine, ...]
     total_value: Decimal

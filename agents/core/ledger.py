@@ -15,7 +15,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from agents.core.commands import Command, LineRequest, LineShortage, ReleaseStock, ReserveStock, StockReserved
+from agents.core.commands import (
+    Command,
+    LineRequest,
+    LineShortage,
+    ReleaseStock,
+    ReserveStock,
+    StockLost,
+    StockReserved,
+)
 from agents.core.events import (
     LocationAvailability,
     Model,
@@ -52,6 +60,7 @@ class Reservation(Model):
     expires_at: datetime | None = None
     priority: Priority = "MEDIUM"
     customer_id: str = ""
+    reserved_at: datetime | None = None
 
 
 class SkuLedger(Model):
@@ -141,7 +150,58 @@ def handle(
     else:
         changes["on_hand"] = {**ledger.on_hand, command.location: _new_on_hand(ledger, command)}
     nxt = _next_version(ledger, changes, cid, command.event_id, now, dedup_window)
-    return LedgerResult(nxt, [availability(nxt)])
+    lost: list[Command] = []
+    if isinstance(command, StockCounted):
+        nxt, lost = _deallocate(nxt, command, now)
+    return LedgerResult(nxt, [availability(nxt)], lost)
+
+
+PRIORITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "URGENT": 3}
+
+
+def _deallocate(ledger: SkuLedger, count: StockCounted, now: datetime) -> tuple[SkuLedger, list[Command]]:
+    """A physical count below what is committed at the location: drop whole holds, soft holds first, then
+    orders of the lowest priority, newest first, until reserved + soft_allocated <= on_hand again."""
+    location = count.location
+    deficit = -ledger.available(location)
+    if deficit <= 0:
+        return ledger, []
+    holders: dict[tuple[str, str], list[Reservation]] = {}
+    for r in ledger.reservations.values():
+        if r.location == location:
+            holders.setdefault((r.kind, r.owner_id), []).append(r)
+    victims = sorted(
+        holders.items(),
+        key=lambda item: (
+            item[0][0] == "ORDER",  # soft holds go first
+            PRIORITY_RANK[item[1][0].priority],
+            -(item[1][0].reserved_at or EPOCH).timestamp(),
+            item[0][1],
+        ),
+    )
+    dropped: set[str] = set()
+    lost: list[Command] = []
+    for (kind, owner), held in victims:
+        if deficit <= 0:
+            break
+        quantity = sum(r.quantity for r in held)
+        deficit -= quantity
+        dropped.update(r.reservation_id for r in held)
+        if kind == "ORDER":
+            lost.append(
+                StockLost(
+                    command_id=event_id("StockLost", ledger.tenant_id, owner, ledger.sku, count.movement_id),
+                    tenant_id=ledger.tenant_id,
+                    issued_at=now,
+                    order_id=owner,
+                    sku=ledger.sku,
+                    location=location,
+                    quantity=quantity,
+                    message=f"count {count.movement_id} found {count.quantity} at {location}, below what was reserved",
+                )
+            )
+    kept = {rid: r for rid, r in ledger.reservations.items() if rid not in dropped}
+    return ledger.model_copy(update={"reservations": kept}), lost
 
 
 def _next_version(
@@ -214,16 +274,17 @@ def _reply(ledger: SkuLedger, command: ReserveStock, accepted: bool, now: dateti
 
 
 def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, window: int) -> LedgerResult:
-    if ledger.has_processed(cid):
+    duplicate = ledger.has_processed(cid)
+    if ledger.has_processed(released_marker(command.order_id)):
+        msg = f"order {command.order_id} was released on {ledger.sku}; it cannot reserve again"
+        seen = ledger if duplicate else ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
+        return LedgerResult(seen, [], [_reply(ledger, command, False, now, message=msg)], duplicate=duplicate)
+    if duplicate:
         # A re-sent request: answer as the ledger stands, without changing it.
         if _holds_exactly(ledger, command.order_id, command.lines):
             return LedgerResult(ledger, [availability(ledger)], [_reply(ledger, command, True, now)], duplicate=True)
         reply = _reply(ledger, command, False, now, shortages=tuple(_shortages(ledger, command)))
         return LedgerResult(ledger, [], [reply], duplicate=True)
-    if ledger.has_processed(released_marker(command.order_id)):
-        msg = f"order {command.order_id} was released on {ledger.sku}; it cannot reserve again"
-        seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
-        return LedgerResult(seen, [], [_reply(ledger, command, False, now, message=msg)])
     short = _shortages(ledger, command)
     if short:
         seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
@@ -242,6 +303,7 @@ def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, 
             expires_at=command.expires_at,
             priority=command.priority,
             customer_id=command.customer_id,
+            reserved_at=now,
         )
     nxt = _next_version(ledger, {"reservations": kept}, cid, command.command_id, now, window)
     return LedgerResult(nxt, [availability(nxt)], [_reply(nxt, command, True, now)])

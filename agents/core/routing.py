@@ -11,6 +11,7 @@ from agents.core.commands import (
     ReleaseCredit,
     ReleaseStock,
     ReserveStock,
+    StockLost,
     StockReserved,
 )
 from agents.core.events import (
@@ -69,7 +70,7 @@ def route_command(command: Command) -> Route:
     match command:
         case PriceOrder() | ReleaseCredit():
             return Route("customer_commands", command.tenant_id, command.customer_id)
-        case OrderPriced() | StockReserved():
+        case OrderPriced() | StockReserved() | StockLost():
             return Route("order_commands", command.tenant_id, command.order_id)
         case ReserveStock() | ReleaseStock():
             return Route("sku_commands", command.tenant_id, command.sku)

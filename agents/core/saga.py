@@ -25,6 +25,7 @@ from agents.core.commands import (
     ReleaseCredit,
     ReleaseStock,
     ReserveStock,
+    StockLost,
     StockReserved,
 )
 from agents.core.events import (
@@ -54,7 +55,7 @@ OrderOutcome = Annotated[
     OrderInventoryAllocated | OrderAllocationRejected | OrderInventoryReleased | OrderInventorySynced,
     Field(discriminator="event_type"),
 ]
-SagaMessage = OrderPlaced | OrderCancelled | OrderSnapshot | OrderPriced | StockReserved | ExpiryTick
+SagaMessage = OrderPlaced | OrderCancelled | OrderSnapshot | OrderPriced | StockReserved | StockLost | ExpiryTick
 
 
 class SagaLine(Model):
@@ -142,6 +143,8 @@ def handle(saga: OrderSaga, message: SagaMessage, now: datetime, hold: timedelta
             return _cancel(saga, message, now)
         case OrderSnapshot():
             return _sync(saga, message, now)
+        case StockLost():
+            return _stock_lost(saga, message, now)
         case ExpiryTick():
             return expire(saga, message.issued_at, message.command_id)
     raise TypeError(f"unexpected message {type(message).__name__}")  # pragma: no cover
@@ -206,7 +209,11 @@ def _rejected(
 
 
 def _released(
-    saga: OrderSaga, now: datetime, reason: Literal["CANCELLED", "EXPIRED"], causation: str
+    saga: OrderSaga,
+    now: datetime,
+    reason: Literal["CANCELLED", "EXPIRED", "STOCK_LOST"],
+    causation: str,
+    message: str = "",
 ) -> OrderInventoryReleased:
     held = saga.lines if saga.status in ("INVENTORY_ALLOCATED", "PENDING") else ()
     return OrderInventoryReleased(
@@ -218,6 +225,7 @@ def _released(
         customer_id=saga.customer_id,
         opportunity_id=saga.opportunity_id,
         reason=reason,
+        message=message,
         lines=tuple(
             ReleasedLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity, location=ln.location) for ln in held
         ),
@@ -465,20 +473,48 @@ def _cancel(saga: OrderSaga, cancel: OrderCancelled, now: datetime) -> SagaResul
 
 def _end(
     saga: OrderSaga,
-    reason: Literal["CANCELLED", "EXPIRED"],
+    reason: Literal["CANCELLED", "EXPIRED", "STOCK_LOST"],
     causation: str,
     now: datetime,
     seen: str | None = None,
+    message: str = "",
     **changes: object,
 ) -> SagaResult:
-    released = _released(saga, now, reason, causation)
+    released = _released(saga, now, reason, causation, message)
+    status = "REJECTED" if reason == "STOCK_LOST" else reason
     skus = {ln.sku for ln in saga.lines}
-    commands = [*_release_stock(saga, skus, reason, now), _release_credit(saga, reason, now)]
+    commands = [*_release_stock(saga, skus, status, now), _release_credit(saga, reason, now)]
     outcome_update: dict[str, object] = {"last_event": released}
     if saga.outcome is None:  # still pending: this is the placement's terminal outcome
         outcome_update["outcome"] = released
-    done = _bump(saga, seen, status=reason, round=None, **outcome_update, **changes)
+    done = _bump(saga, seen, status=status, round=None, **outcome_update, **changes)
     return SagaResult(done, [released], commands)
+
+
+def _stock_lost(saga: OrderSaga, lost: StockLost, now: datetime) -> SagaResult:
+    seen = f"cmd:{lost.command_id}"
+    if seen in saga.processed:
+        return resend(saga, now, "repeated StockLost")
+    round_ = saga.round
+    if round_ is not None and round_.phase == "RESERVING" and saga.status == "PENDING":
+        # Still collecting replies: this SKU's hold is gone, so count it as refused.
+        shortage = LineShortage(
+            line_id="",
+            sku=lost.sku,
+            location=lost.location,
+            required=lost.quantity,
+            available=0,
+            shortfall=lost.quantity,
+        )
+        replies = {**round_.replies, lost.sku: SkuReply(accepted=False, shortages=(shortage,))}
+        round_ = round_.model_copy(update={"replies": replies})
+        if set(replies) != set(round_.reserve_requests):
+            return SagaResult(_bump(saga, seen, round=round_))
+        return _settle_placement(_bump(saga, seen), round_, now)
+    if saga.status != "INVENTORY_ALLOCATED":
+        return SagaResult(_bump(saga, seen), note=f"stock lost on {lost.sku} while {saga.status}: nothing held")
+    message = f"{lost.quantity} reserved on {lost.sku}@{lost.location} lost: {lost.message}"
+    return _end(saga, "STOCK_LOST", lost.command_id, now, seen=seen, message=message)
 
 
 def expire(saga: OrderSaga, now: datetime, causation: str) -> SagaResult:

@@ -10,7 +10,7 @@ from typing import Any
 
 from agents.app import app, log, settings, table, topics
 from agents.core import saga as core
-from agents.core.commands import ExpiryTick, OrderPriced, StockReserved
+from agents.core.commands import ExpiryTick, OrderPriced, StockLost, StockReserved
 from agents.core.events import OrderCancelled, OrderPlaced, OrderSnapshot
 from agents.core.ids import event_id, split_key
 from agents.envelope import Envelope, SourceRef, wrap
@@ -136,7 +136,7 @@ async def apply_command(event: Any) -> None:
             return
         if isinstance(command, OrderPlaced | OrderCancelled | OrderSnapshot):
             pass
-        elif not isinstance(command, OrderPriced | StockReserved):
+        elif not isinstance(command, OrderPriced | StockReserved | StockLost):
             raise TypeError(f"{type(command).__name__} does not belong on the order topic")
         saga = load_saga(message.key)
         result = core.handle(saga, command, utcnow(), hold)

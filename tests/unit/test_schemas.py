@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import typing
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -19,10 +20,12 @@ from typing import Any
 import fastavro
 import pytest
 import yaml
+from pydantic import BaseModel, TypeAdapter
 
 from agents.codec import AVRO_NAMESPACE, MAGIC_BYTE, Codec, DecodeError, LocalSchemaRegistry
 from agents.core.events import (
     INPUT_EVENTS_BY_TOPIC,
+    AllocatedLine,
     CustomerPricingUpdated,
     CustomerUpserted,
     Event,
@@ -32,12 +35,18 @@ from agents.core.events import (
     LocationAvailability,
     OpportunityItem,
     OpportunityUpserted,
+    OrderAllocationRejected,
     OrderCancelled,
+    OrderInventoryAllocated,
+    OrderInventoryReleased,
+    OrderInventorySynced,
     OrderLine,
     OrderPlaced,
     OrderSnapshot,
+    Output,
     PricingUpdate,
     ProductUpserted,
+    ReleasedLine,
     ShipmentDelivered,
     ShipmentDispatched,
     SkuAvailability,
@@ -45,6 +54,8 @@ from agents.core.events import (
     StockAdjusted,
     StockCounted,
     StockReceived,
+    SyncedLine,
+    UnavailableItem,
     parse_input,
 )
 from agents.dlq import DeadLetter, dead_letter
@@ -556,6 +567,218 @@ def test_a_dead_letter_survives_an_avro_round_trip(codec: Codec, letter: DeadLet
     assert DeadLetter.model_validate(decoded) == letter
 
 
+def _output_common(cause: str) -> dict[str, Any]:
+    return {
+        "event_id": "8d5e3c1a-4f2b-5a6c-9e7d-0b1c2d3e4f50",
+        "tenant_id": "acme-eu",
+        "occurred_at": datetime(2025, 3, 14, 9, 26, 53, 120000, tzinfo=UTC),
+        "causation_id": f"evt-{cause.lower()}-0001",
+        "order_id": "ORD-778899",
+        "customer_id": "CUST-1001",
+        "opportunity_id": "OPP-2025-0042",
+    }
+
+
+_UNAVAILABLE = (
+    UnavailableItem(sku="SKU-GADGET-007", location="WH-HAMBURG", required=5, available=2, shortfall=3),
+    UnavailableItem(sku="SKU-BOLT-M8", location="WH-BERLIN", required=2**31 - 1, available=0, shortfall=2**31 - 1),
+)
+
+
+def order_inventory_allocated_factory(**overrides: Any) -> OrderInventoryAllocated:
+    return OrderInventoryAllocated(
+        **{
+            **_output_common("OrderPlaced"),
+            "lines": (
+                AllocatedLine(
+                    line_id="1",
+                    sku="SKU-WIDGET-042",
+                    quantity=10,
+                    location="WH-BERLIN",
+                    unit_price=Decimal("19.990000"),
+                    customer_price=Decimal("17.50"),
+                ),
+                AllocatedLine(
+                    line_id="2",
+                    sku="SKU-GADGET-007",
+                    quantity=1,
+                    location="WH-HAMBURG",
+                    unit_price=Decimal("0"),
+                    customer_price=Decimal("99.9"),
+                ),
+            ),
+            "order_value": Decimal("274.90"),
+            "reserved_until": datetime(2025, 3, 21, 9, 26, 53, tzinfo=UTC),
+            **overrides,
+        }
+    )
+
+
+def order_allocation_rejected_factory(**overrides: Any) -> OrderAllocationRejected:
+    return OrderAllocationRejected(
+        **{
+            **_output_common("OrderPlaced"),
+            "reason": "INSUFFICIENT_INVENTORY",
+            "message": "2 item(s) short: SKU-GADGET-007@WH-HAMBURG needs 5, 2 available, ...",
+            "unavailable_items": _UNAVAILABLE,
+            **overrides,
+        }
+    )
+
+
+def order_inventory_released_factory(**overrides: Any) -> OrderInventoryReleased:
+    return OrderInventoryReleased(
+        **{
+            **_output_common("OrderCancelled"),
+            "reason": "CANCELLED",
+            "message": "customer request",
+            "lines": (
+                ReleasedLine(line_id="1", sku="SKU-WIDGET-042", quantity=10, location="WH-BERLIN"),
+                ReleasedLine(line_id="2", sku="SKU-GADGET-007", quantity=1, location="WH-HAMBURG"),
+            ),
+            **overrides,
+        }
+    )
+
+
+def order_inventory_synced_factory(**overrides: Any) -> OrderInventorySynced:
+    return OrderInventorySynced(
+        **{
+            **_output_common("OrderSnapshot"),
+            "status": "INVENTORY_ALLOCATED",
+            "result": "PARTIAL",
+            "message": "some lines could not be changed",
+            "lines": (
+                SyncedLine(
+                    line_id="1",
+                    sku="SKU-WIDGET-042",
+                    quantity=10,
+                    location="WH-BERLIN",
+                    unit_cost=Decimal("7.25"),
+                    total_cost=Decimal("72.50"),
+                ),
+                SyncedLine(
+                    line_id="2",
+                    sku="SKU-GADGET-007",
+                    quantity=1,
+                    location="WH-HAMBURG",
+                    unit_cost=Decimal("0"),
+                    total_cost=Decimal("0"),
+                ),
+            ),
+            "total_value": Decimal("72.50"),
+            "unavailable_items": _UNAVAILABLE[:1],
+            **overrides,
+        }
+    )
+
+
+# Output record types with a pydantic model: record name -> (topic id, model, sample factory).
+OUTPUT_MODELS: dict[str, tuple[str, type[Output], Callable[..., Output]]] = {
+    "OrderInventoryAllocated": ("allocations", OrderInventoryAllocated, order_inventory_allocated_factory),
+    "OrderAllocationRejected": ("allocations", OrderAllocationRejected, order_allocation_rejected_factory),
+    "OrderInventoryReleased": ("allocations", OrderInventoryReleased, order_inventory_released_factory),
+    "OrderInventorySynced": ("allocations", OrderInventorySynced, order_inventory_synced_factory),
+}
+
+# (case id, sample): one case per modelled output type, plus variants for defaults and optional fields.
+OUTPUT_MODEL_CASES: list[tuple[str, Callable[[], Output]]] = [
+    (name, make) for name, (_, _, make) in OUTPUT_MODELS.items()
+] + [
+    ("OrderInventoryAllocated-without-opportunity", lambda: order_inventory_allocated_factory(opportunity_id=None)),
+    (
+        "OrderAllocationRejected-with-defaults",
+        lambda: OrderAllocationRejected(
+            **{**_output_common("OrderPlaced"), "opportunity_id": None},
+            reason="CREDIT_LIMIT_EXCEEDED",
+            message="order value 274.90 exceeds remaining credit 100.00",
+        ),
+    ),
+    (
+        "OrderInventoryReleased-stock-lost-with-defaults",
+        lambda: OrderInventoryReleased(
+            **{**_output_common("StockCounted"), "opportunity_id": None},
+            reason="STOCK_LOST",
+            lines=(ReleasedLine(line_id="1", sku="SKU-WIDGET-042", quantity=10, location="WH-BERLIN"),),
+        ),
+    ),
+    ("OrderInventoryReleased-holding-nothing", lambda: order_inventory_released_factory(reason="EXPIRED", lines=())),
+    (
+        "OrderInventorySynced-not-found-with-defaults",
+        lambda: OrderInventorySynced(
+            **{**_output_common("OrderSnapshot"), "opportunity_id": None},
+            status="PENDING",
+            result="NOT_FOUND",
+            lines=(),
+            total_value=Decimal(0),
+        ),
+    ),
+]
+
+
+def _named_records(node: Any, found: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every record defined anywhere in a schema, by (short) name."""
+    found = {} if found is None else found
+    if isinstance(node, list):
+        for n in node:
+            _named_records(n, found)
+    elif isinstance(node, dict):
+        if node.get("type") == "record":
+            found[node["name"]] = node
+        for key in ("fields", "items", "values", "type"):
+            if key in node:
+                _named_records(node[key], found)
+    return found
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a `tuple[SomeModel, ...]` field, if the field is one."""
+    args = typing.get_args(annotation)
+    return args[0] if args and isinstance(args[0], type) and issubclass(args[0], BaseModel) else None
+
+
+@pytest.mark.parametrize("event_type", sorted(OUTPUT_MODELS))
+def test_a_modelled_output_record_has_the_fields_of_its_model(event_type: str) -> None:
+    topic_id, model, _ = OUTPUT_MODELS[event_type]
+    records = _named_records(raw_schema(schema_file_of(topic_id)))
+    record = records_of(schema_file_of(topic_id))[event_type]
+    assert {f["name"] for f in record["fields"]} == set(model.model_fields)
+    for fld in record["fields"]:
+        nested = _nested_model(model.model_fields[fld["name"]].annotation)
+        if nested is None:
+            continue
+        assert fld["type"]["type"] == "array", fld["name"]
+        items = fld["type"]["items"]
+        name = items if isinstance(items, str) else items["name"]
+        assert name == nested.__name__, fld["name"]
+        assert {f["name"] for f in records[name]["fields"]} == set(nested.model_fields), name
+
+
+@pytest.mark.parametrize("event_type", sorted(OUTPUT_MODELS))
+def test_a_modelled_output_record_has_the_optionality_of_its_model(event_type: str) -> None:
+    topic_id, model, _ = OUTPUT_MODELS[event_type]
+    for fld in records_of(schema_file_of(topic_id))[event_type]["fields"]:
+        info = model.model_fields[fld["name"]]
+        nullable = isinstance(fld["type"], list) and "null" in fld["type"]
+        assert nullable == (type(None) in typing.get_args(info.annotation)), fld["name"]
+        if fld["name"] == "event_type":  # fixed by the model, required on the wire
+            continue
+        assert ("default" in fld) == (not info.is_required()), fld["name"]
+        if "default" in fld:
+            assert fld["default"] == TypeAdapter(Any).dump_python(info.default, mode="json"), fld["name"]
+
+
+@pytest.mark.parametrize("make", [c[1] for c in OUTPUT_MODEL_CASES], ids=[c[0] for c in OUTPUT_MODEL_CASES])
+def test_a_modelled_output_survives_an_avro_round_trip(codec: Codec, make: Callable[[], Output]) -> None:
+    model = make()
+    topic_id, model_class, _ = OUTPUT_MODELS[model.event_type]
+    assert type(model) is model_class
+    record = model.model_dump(mode="json")
+    decoded = avro_round_trip(codec, record, schema_file_of(topic_id))
+    assert decoded == record
+    assert type(model).model_validate(decoded) == model
+
+
 def _out(event_type: str, **fields: Any) -> dict[str, Any]:
     return {
         "event_id": "8d5e3c1a-4f2b-5a6c-9e7d-0b1c2d3e4f50",
@@ -571,10 +794,6 @@ _ITEMS = [
     {"sku": "SKU-WIDGET-042", "location": "WH-BERLIN", "quantity": 10},
     {"sku": "SKU-GADGET-007", "location": "WH-HAMBURG", "quantity": 1},
 ]
-_LINES = [
-    {"line_id": "1", "sku": "SKU-WIDGET-042", "quantity": 10, "location": "WH-BERLIN"},
-    {"line_id": "2", "sku": "SKU-GADGET-007", "quantity": 1, "location": "WH-HAMBURG"},
-]
 _SHORT = [{"sku": "SKU-GADGET-007", "location": "WH-HAMBURG", "required": 5, "available": 2, "shortfall": 3}]
 _ORDER = {"order_id": "ORD-778899", "customer_id": "CUST-1001"}
 _OPP = {"opportunity_id": "OPP-2025-0042", "customer_id": "CUST-1001"}
@@ -583,28 +802,6 @@ _BACKORDER = {"backorder_id": "BO-ORD-778899-1", **_ORDER, "priority": "URGENT",
 
 # Output records that have no pydantic model yet: (topic id, sample as it would be on the wire).
 OUTPUT_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
-    "OrderInventoryAllocated": (
-        "allocations",
-        _out(
-            "OrderInventoryAllocated",
-            **_ORDER,
-            lines=[{**_LINES[0], "customer_price": "17.50"}, {**_LINES[1], "customer_price": "99.90"}],
-            order_value="274.90",
-            reserved_until="2025-03-21T09:26:53Z",
-            opportunity_id="OPP-2025-0042",
-        ),
-    ),
-    "OrderAllocationRejected": (
-        "allocations",
-        _out(
-            "OrderAllocationRejected",
-            **_ORDER,
-            reason="INSUFFICIENT_INVENTORY",
-            message="SKU-GADGET-007 at WH-HAMBURG: 5 required, 2 available",
-            unavailable_items=_SHORT,
-            opportunity_id=None,
-        ),
-    ),
     "OrderBackordered": (
         "allocations",
         _out(
@@ -613,16 +810,6 @@ OUTPUT_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
             backorder_id="BO-ORD-778899-1",
             priority="URGENT",
             items=_ITEMS[1:],
-            opportunity_id=None,
-        ),
-    ),
-    "OrderInventoryReleased": (
-        "allocations",
-        _out(
-            "OrderInventoryReleased",
-            **_ORDER,
-            reason="EXPIRED",
-            lines=_LINES,
             opportunity_id=None,
         ),
     ),
@@ -664,16 +851,6 @@ OUTPUT_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
             order_id="ORD-778899",
         ),
     ),
-    "OrderInventorySynced": (
-        "allocations",
-        _out(
-            "OrderInventorySynced",
-            **_ORDER,
-            status="INVENTORY_ALLOCATED",
-            lines=_LINES,
-            opportunity_id=None,
-        ),
-    ),
     "FulfillmentAccepted": (
         "fulfillments",
         _out(
@@ -708,7 +885,12 @@ OUTPUT_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "BackorderFulfilled": ("backorders", _out("BackorderFulfilled", **_BACKORDER)),
     "BackorderCancelled": ("backorders", _out("BackorderCancelled", **_BACKORDER, reason=None)),
 }
-MODELLED_OUTPUTS = {"SkuAvailability", "DeadLetter"}
+# Output records with their own topic, checked against their models above.
+SINGLE_RECORD_OUTPUTS = {"SkuAvailability", "DeadLetter"}
+
+
+def _output_topic(event_type: str) -> str:
+    return OUTPUT_MODELS[event_type][0] if event_type in OUTPUT_MODELS else OUTPUT_SAMPLES[event_type][0]
 
 
 def test_every_output_record_type_has_a_model_or_a_sample() -> None:
@@ -716,9 +898,13 @@ def test_every_output_record_type_has_a_model_or_a_sample() -> None:
         (spec.id, name)
         for spec in TOPOLOGY.by_role("output")
         for name in records_of(spec.schema_file)
-        if name not in MODELLED_OUTPUTS
+        if name not in SINGLE_RECORD_OUTPUTS
     }
-    assert schema_records == {(topic_id, name) for name, (topic_id, _) in OUTPUT_SAMPLES.items()}
+    modelled = {(topic_id, name) for name, (topic_id, _, _) in OUTPUT_MODELS.items()}
+    sampled = {(topic_id, name) for name, (topic_id, _) in OUTPUT_SAMPLES.items()}
+    assert not modelled & sampled
+    assert schema_records == modelled | sampled
+    assert {type(make()).__name__ for _, make in OUTPUT_MODEL_CASES} == set(OUTPUT_MODELS)
 
 
 @pytest.mark.parametrize("event_type", sorted(OUTPUT_SAMPLES))
@@ -728,10 +914,9 @@ def test_an_output_record_survives_an_avro_round_trip_unchanged(codec: Codec, ev
     assert avro_round_trip(codec, record, schema_file_of(topic_id)) == record
 
 
-@pytest.mark.parametrize("event_type", sorted(OUTPUT_SAMPLES))
+@pytest.mark.parametrize("event_type", sorted({*OUTPUT_SAMPLES, *OUTPUT_MODELS}))
 def test_an_output_record_carries_the_common_output_fields(event_type: str) -> None:
-    topic_id, _ = OUTPUT_SAMPLES[event_type]
-    fields = [f["name"] for f in records_of(schema_file_of(topic_id))[event_type]["fields"]]
+    fields = [f["name"] for f in records_of(schema_file_of(_output_topic(event_type)))[event_type]["fields"]]
     assert fields[:5] == ["event_id", "event_type", "tenant_id", "occurred_at", "causation_id"]
 
 
