@@ -33,3 +33,22 @@ CONSUMER_LAG = Gauge(
     "End offset minus committed offset of the fleet's consumer group, per topic-partition",
     ["topic", "partition"],
 )
+ORDER_ALLOCATION_SECONDS = Histogram(
+    "inventory_order_allocation_seconds",
+    "End to end: upstream OrderPlaced timestamp (Kafka record time) to the placement outcome being published",
+    ["outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+REBALANCES = Counter("inventory_rebalances", "Consumer group rebalances seen by this worker")
+ASSIGNED_PARTITIONS = Gauge("inventory_assigned_partitions", "Partitions of the fleet's topics assigned to this worker")
+RESERVATIONS = Gauge(
+    "inventory_reservations_units",
+    "Units held on this worker's SKU ledgers, by kind (ORDER, OPPORTUNITY)",
+    ["kind"],
+)
+BACKORDER_QUEUE_DEPTH = Gauge("inventory_backorder_queue_depth", "Backorders waiting on this worker's SKU ledgers")
+BACKORDER_OLDEST_AGE = Gauge(
+    "inventory_backorder_oldest_age_seconds", "Age of the oldest waiting backorder on this worker's SKU ledgers"
+)
+HTTP_REQUESTS = Counter("inventory_http_requests", "HTTP API requests, by route and status", ["route", "status"])
+HTTP_SECONDS = Histogram("inventory_http_seconds", "HTTP API latency by route", ["route"], buckets=LATENCY_BUCKETS)
