@@ -110,6 +110,17 @@ class StockReserved(Command):
     message: str = ""
 
 
+class ConsumeStock(Command):
+    """Order saga -> SKU ledger: fulfillment issues reserved stock: the order's reservations and on-hand
+    both drop by these quantities (an issue movement referencing the order)."""
+
+    kind: Literal["ConsumeStock"] = "ConsumeStock"
+    order_id: str
+    fulfillment_id: str
+    sku: str
+    lines: tuple[LineRequest, ...]
+
+
 class StockLost(Command):
     """SKU ledger -> order saga: a physical count fell below what was reserved; the order's reservation on
     this SKU was dropped (lowest priority, newest first) to keep reserved <= on_hand."""
@@ -129,7 +140,15 @@ class ExpiryTick(Command):
 
 
 InternalCommand = (
-    PriceOrder | ReleaseCredit | OrderPriced | ReserveStock | ReleaseStock | StockReserved | StockLost | ExpiryTick
+    PriceOrder
+    | ReleaseCredit
+    | OrderPriced
+    | ReserveStock
+    | ReleaseStock
+    | ConsumeStock
+    | StockReserved
+    | StockLost
+    | ExpiryTick
 )
 INTERNAL_KINDS = frozenset(
     (
@@ -138,6 +157,7 @@ INTERNAL_KINDS = frozenset(
         "OrderPriced",
         "ReserveStock",
         "ReleaseStock",
+        "ConsumeStock",
         "StockReserved",
         "StockLost",
         "ExpiryTick",

@@ -435,3 +435,39 @@ class OrderInventorySynced(OrderOutput):
     lines: tuple[SyncedLine, ...]
     total_value: Decimal
     unavailable_items: tuple[UnavailableItem, ...] = ()
+
+
+class ShippedItem(Model):
+    sku: str
+    quantity: int
+    location: str
+
+
+class FulfillmentOutput(Output):
+    fulfillment_id: str
+    order_id: str
+    status: FulfillmentStatus
+    items: tuple[ShippedItem, ...] = ()
+    shipping_method: str | None = None
+    tracking_number: str | None = None
+    carrier: str | None = None
+    estimated_delivery: str | None = None
+    reason: str | None = None
+
+
+class FulfillmentAccepted(FulfillmentOutput):
+    event_type: Literal["FulfillmentAccepted"] = "FulfillmentAccepted"
+
+
+class FulfillmentRejected(FulfillmentOutput):
+    event_type: Literal["FulfillmentRejected"] = "FulfillmentRejected"
+
+
+class FulfillmentCompletedEvent(FulfillmentOutput):
+    """Output twin of the WMS's FulfillmentCompleted: picking and packing are done."""
+
+    event_type: Literal["FulfillmentCompleted"] = "FulfillmentCompleted"
+
+
+class FulfillmentStatusChanged(FulfillmentOutput):
+    event_type: Literal["FulfillmentStatusChanged"] = "FulfillmentStatusChanged"

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from agents.core.commands import (
     Command,
+    ConsumeStock,
     LineRequest,
     LineShortage,
     ReleaseStock,
@@ -41,7 +42,9 @@ DEFAULT_DEDUP_WINDOW = 512
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Movement = StockReceived | StockAdjusted | StockCounted
-LedgerCommand = ProductUpserted | StockReceived | StockAdjusted | StockCounted | ReserveStock | ReleaseStock
+LedgerCommand = (
+    ProductUpserted | StockReceived | StockAdjusted | StockCounted | ReserveStock | ReleaseStock | ConsumeStock
+)
 
 
 class Product(Model):
@@ -115,7 +118,7 @@ def new_ledger(tenant_id: str, sku: str) -> SkuLedger:
 def command_id(command: LedgerCommand) -> str:
     if isinstance(command, ProductUpserted):
         return f"product:{command.event_id}"
-    if isinstance(command, ReserveStock | ReleaseStock):
+    if isinstance(command, ReserveStock | ReleaseStock | ConsumeStock):
         return f"cmd:{command.command_id}"
     return f"movement:{command.movement_id}"
 
@@ -137,6 +140,8 @@ def handle(
         return _reserve(ledger, command, cid, now, dedup_window)
     if isinstance(command, ReleaseStock):
         return _release(ledger, command, cid, now, dedup_window)
+    if isinstance(command, ConsumeStock):
+        return _consume(ledger, command, cid, now, dedup_window)
     if ledger.has_processed(cid):
         return LedgerResult(ledger, [availability(ledger)], duplicate=True)
     changes: dict[str, object] = {}
@@ -307,6 +312,30 @@ def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, 
         )
     nxt = _next_version(ledger, {"reservations": kept}, cid, command.command_id, now, window)
     return LedgerResult(nxt, [availability(nxt)], [_reply(nxt, command, True, now)])
+
+
+def _consume(ledger: SkuLedger, command: ConsumeStock, cid: str, now: datetime, window: int) -> LedgerResult:
+    """Issue reserved stock for a fulfillment: the reservation and on-hand drop together, so what is
+    available to others does not change."""
+    if ledger.has_processed(cid):
+        return LedgerResult(ledger, [availability(ledger)], duplicate=True)
+    reservations = dict(ledger.reservations)
+    on_hand = dict(ledger.on_hand)
+    for line in command.lines:
+        rid = reservation_id(command.order_id, line.line_id)
+        held = reservations.get(rid)
+        take = min(line.quantity, held.quantity if held else 0)
+        if held is None or take == 0:
+            continue
+        if held.quantity == take:
+            del reservations[rid]
+        else:
+            reservations[rid] = held.model_copy(update={"quantity": held.quantity - take})
+        on_hand[line.location] = on_hand.get(line.location, 0) - take
+    nxt = _next_version(
+        ledger, {"reservations": reservations, "on_hand": on_hand}, cid, command.command_id, now, window
+    )
+    return LedgerResult(nxt, [availability(nxt)])
 
 
 def _release(ledger: SkuLedger, command: ReleaseStock, cid: str, now: datetime, window: int) -> LedgerResult:

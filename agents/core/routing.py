@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from agents.core.commands import (
     Command,
+    ConsumeStock,
     OrderPriced,
     PriceOrder,
     ReleaseCredit,
@@ -18,15 +19,19 @@ from agents.core.events import (
     CustomerPricingUpdated,
     CustomerUpserted,
     FulfillmentCompleted,
+    FulfillmentOutput,
     FulfillmentStarted,
     InputEvent,
     OpportunityUpserted,
     OrderCancelled,
+    OrderOutput,
     OrderPlaced,
     OrderSnapshot,
+    Output,
     ProductUpserted,
     ShipmentDelivered,
     ShipmentDispatched,
+    SkuAvailability,
     StockAdjusted,
     StockCounted,
     StockReceived,
@@ -72,6 +77,17 @@ def route_command(command: Command) -> Route:
             return Route("customer_commands", command.tenant_id, command.customer_id)
         case OrderPriced() | StockReserved() | StockLost():
             return Route("order_commands", command.tenant_id, command.order_id)
-        case ReserveStock() | ReleaseStock():
+        case ReserveStock() | ReleaseStock() | ConsumeStock():
             return Route("sku_commands", command.tenant_id, command.sku)
     raise TypeError(f"no route for {type(command).__name__}")
+
+
+def output_topic(output: Output) -> tuple[str, str]:
+    """(output topic id, entity id of its `tenant:entity` key) for an event the fleet publishes."""
+    if isinstance(output, FulfillmentOutput):
+        return "fulfillments", output.order_id
+    if isinstance(output, SkuAvailability):
+        return "availability", output.sku
+    if isinstance(output, OrderOutput):
+        return "allocations", output.order_id
+    raise TypeError(f"no output topic for {type(output).__name__}")

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from agents.core import fulfillment as fulfil
 from agents.core.commands import (
     Command,
     ExpiryTick,
@@ -31,6 +32,10 @@ from agents.core.commands import (
 from agents.core.events import (
     AllocatedLine,
     BackorderPolicy,
+    FulfillmentAccepted,
+    FulfillmentCompleted,
+    FulfillmentRejected,
+    FulfillmentStarted,
     Model,
     OrderAllocationRejected,
     OrderCancelled,
@@ -43,6 +48,9 @@ from agents.core.events import (
     Output,
     Priority,
     ReleasedLine,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    ShippedItem,
     SyncedLine,
     UnavailableItem,
 )
@@ -55,7 +63,19 @@ OrderOutcome = Annotated[
     OrderInventoryAllocated | OrderAllocationRejected | OrderInventoryReleased | OrderInventorySynced,
     Field(discriminator="event_type"),
 ]
-SagaMessage = OrderPlaced | OrderCancelled | OrderSnapshot | OrderPriced | StockReserved | StockLost | ExpiryTick
+SagaMessage = (
+    OrderPlaced
+    | OrderCancelled
+    | OrderSnapshot
+    | OrderPriced
+    | StockReserved
+    | StockLost
+    | ExpiryTick
+    | FulfillmentStarted
+    | FulfillmentCompleted
+    | ShipmentDispatched
+    | ShipmentDelivered
+)
 
 
 class SagaLine(Model):
@@ -109,8 +129,14 @@ class OrderSaga(Model):
     outcome: OrderOutcome | None = None  # the placement's terminal outcome
     last_event: OrderOutcome | None = None  # the latest event published for this order
     cancel_reason: str = ""
+    fulfillments: dict[str, fulfil.Fulfillment] = Field(default_factory=dict)
+    consumed: dict[str, int] = Field(default_factory=dict)  # line id -> quantity issued by fulfillments
+    early: dict[str, tuple[fulfil.ShipmentEvent, ...]] = Field(default_factory=dict)  # before their start
     processed: tuple[str, ...] = ()
     version: int = 0
+
+    def line_shapes(self) -> tuple[tuple[str, str, str, int], ...]:
+        return tuple((ln.line_id, ln.sku, ln.location, ln.quantity) for ln in self.lines)
 
 
 @dataclass(frozen=True)
@@ -145,6 +171,10 @@ def handle(saga: OrderSaga, message: SagaMessage, now: datetime, hold: timedelta
             return _sync(saga, message, now)
         case StockLost():
             return _stock_lost(saga, message, now)
+        case FulfillmentStarted():
+            return _start_fulfillment(saga, message, now)
+        case FulfillmentCompleted() | ShipmentDispatched() | ShipmentDelivered():
+            return _advance_fulfillment(saga, message, now)
         case ExpiryTick():
             return expire(saga, message.issued_at, message.command_id)
     raise TypeError(f"unexpected message {type(message).__name__}")  # pragma: no cover
@@ -673,3 +703,82 @@ def _sync_settle(saga: OrderSaga, round_: Round, now: datetime) -> SagaResult:
     done = _bump(saga, lines=lines, order_value=value, round=None)
     out = _synced(done, now, round_.causation_id, result, "some lines could not be changed" if items else "", items)
     return SagaResult(done.model_copy(update={"last_event": out}), [out], commands)
+
+
+# ---- fulfillment ---------------------------------------------------------------------------------------
+
+
+def _start_fulfillment(saga: OrderSaga, start: FulfillmentStarted, now: datetime) -> SagaResult:
+    known = saga.fulfillments.get(start.fulfillment_id)
+    if known is not None:  # redelivered: publish again what it led to, re-send the stock issue
+        lines = {ln.line_id: (ln.sku, ln.location) for ln in saga.lines}
+        commands = fulfil.consume_commands(
+            saga.tenant_id, saga.order_id, start.fulfillment_id, lines, known.issued, now
+        )
+        return SagaResult(saga, list(known.events), commands, duplicate=True)
+    reason: str | None = None
+    issue: dict[str, int] = {}
+    if saga.status not in ("INVENTORY_ALLOCATED", "FULFILLMENT_IN_PROGRESS", "SHIPPED"):
+        reason = f"order {saga.order_id} is {saga.status if saga.placed else 'unknown'}, not INVENTORY_ALLOCATED"
+    else:
+        issue, reason = fulfil.allocate_items(
+            saga.line_shapes(),
+            saga.consumed,
+            tuple(ShippedItem(sku=i.sku, quantity=i.quantity, location=i.location) for i in start.items),
+        )
+    f = fulfil.started(start, reason is None, reason, now)
+    if reason is not None:
+        f = f.model_copy(update={"status": "PENDING"})
+        out = fulfil.output(FulfillmentRejected, saga.tenant_id, saga.order_id, f, start.event_id, now)
+        f = f.model_copy(update={"events": (out,)})
+        return SagaResult(_bump(saga, fulfillments={**saga.fulfillments, f.fulfillment_id: f}), [out])
+    out = fulfil.output(FulfillmentAccepted, saga.tenant_id, saga.order_id, f, start.event_id, now)
+    f = f.model_copy(update={"events": (out,), "issued": issue})
+    consumed = {**saga.consumed, **{lid: saga.consumed.get(lid, 0) + q for lid, q in issue.items()}}
+    outputs: list[Output] = [out]
+    for early in sorted(saga.early.get(f.fulfillment_id, ()), key=lambda e: fulfil.RANK[_target(e)]):
+        f, more = fulfil.advance(saga.tenant_id, saga.order_id, f, early, now)
+        outputs.extend(more)
+    fulfillments = {**saga.fulfillments, f.fulfillment_id: f}
+    lines = {ln.line_id: (ln.sku, ln.location) for ln in saga.lines}
+    commands = fulfil.consume_commands(saga.tenant_id, saga.order_id, f.fulfillment_id, lines, issue, now)
+    early_left = {k: v for k, v in saga.early.items() if k != f.fulfillment_id}
+    return _settle_fulfillment(
+        saga, now, outputs, commands, fulfillments=fulfillments, consumed=consumed, early=early_left
+    )
+
+
+def _target(event: fulfil.ShipmentEvent) -> str:
+    if isinstance(event, FulfillmentCompleted):
+        return "COMPLETED"
+    return "SHIPPED" if isinstance(event, ShipmentDispatched) else "DELIVERED"
+
+
+def _advance_fulfillment(
+    saga: OrderSaga, event: FulfillmentCompleted | ShipmentDispatched | ShipmentDelivered, now: datetime
+) -> SagaResult:
+    seen = f"event:{event.event_id}"
+    if seen in saga.processed:
+        f = saga.fulfillments.get(event.fulfillment_id)
+        return SagaResult(saga, list(f.events[-1:]) if f else [], duplicate=True, note="duplicate shipment event")
+    f = saga.fulfillments.get(event.fulfillment_id)
+    if f is None:  # arrived before its FulfillmentStarted: keep it for then
+        early = {**saga.early, event.fulfillment_id: (*saga.early.get(event.fulfillment_id, ()), event)}
+        return SagaResult(
+            _bump(saga, seen, early=early), note=f"{event.event_type} before its fulfillment started: kept"
+        )
+    if not f.accepted:
+        return SagaResult(_bump(saga, seen), note=f"{event.event_type} for rejected fulfillment {f.fulfillment_id}")
+    moved, outputs = fulfil.advance(saga.tenant_id, saga.order_id, f, event, now)
+    fulfillments = {**saga.fulfillments, moved.fulfillment_id: moved}
+    return _settle_fulfillment(_bump(saga, seen), now, outputs, [], fulfillments=fulfillments)
+
+
+def _settle_fulfillment(
+    saga: OrderSaga, now: datetime, outputs: list[Output], commands: list[Command], **changes: object
+) -> SagaResult:
+    nxt = saga.model_copy(update={**changes, "version": saga.version + 1})
+    status = fulfil.order_status(nxt.line_shapes(), nxt.consumed, nxt.fulfillments)
+    if status == "DELIVERED" and saga.status != "DELIVERED":
+        commands = [*commands, fulfil.release_credit(saga.tenant_id, saga.order_id, saga.customer_id, now)]
+    return SagaResult(nxt.model_copy(update={"status": status}), outputs, commands)

@@ -13,7 +13,7 @@ from agents.codec import encode_json
 from agents.core.commands import INTERNAL_KINDS, Command, InternalCommand, load_command_json
 from agents.core.events import InputEvent, Output, load_input_json
 from agents.core.ids import entity_key, split_key
-from agents.core.routing import route_command
+from agents.core.routing import output_topic, route_command
 from agents.envelope import Envelope, SourceRef, wrap
 from agents.metrics import EVENTS_PROCESSED
 
@@ -41,7 +41,8 @@ def output_key(tenant_id: str, entity_id: str) -> bytes:
     return f"{tenant_id}:{entity_id}".encode()
 
 
-async def publish(topic_id: str, entity_id: str, output: Output) -> None:
+async def publish(output: Output) -> None:
+    topic_id, entity_id = output_topic(output)
     await topics[topic_id].send(key=output_key(output.tenant_id, entity_id), value=encode_json(output))
 
 

@@ -40,7 +40,7 @@ async def apply_command(event: Any) -> None:
     # Written even for a duplicate: the first attempt may not have reached the changelog.
     sku_ledgers[message.key] = result.ledger.model_dump_json().encode()
     for output in result.outputs:
-        await publish("availability", result.ledger.sku, output)
+        await publish(output)
     for reply in result.replies:
         await send_command(reply, envelope.source)
     if result.duplicate:

@@ -11,7 +11,15 @@ from typing import Any
 from agents.app import app, log, settings, table, topics
 from agents.core import saga as core
 from agents.core.commands import ExpiryTick, OrderPriced, StockLost, StockReserved
-from agents.core.events import OrderCancelled, OrderPlaced, OrderSnapshot
+from agents.core.events import (
+    FulfillmentCompleted,
+    FulfillmentStarted,
+    OrderCancelled,
+    OrderPlaced,
+    OrderSnapshot,
+    ShipmentDelivered,
+    ShipmentDispatched,
+)
 from agents.core.ids import event_id, split_key
 from agents.envelope import Envelope, SourceRef, wrap
 from agents.metrics import DUPLICATES, EVENTS_PROCESSED, PROCESSING_SECONDS
@@ -25,6 +33,18 @@ TICK_KEY = b"\x00tick"
 TICKS_REMEMBERED = 32
 EXPIRY_GRACE_S = 60  # expired orders stay in the index this long, for a redelivered tick to re-send
 hold = timedelta(seconds=settings.reservation_hold_s)
+SAGA_MESSAGES = (
+    OrderPlaced,
+    OrderCancelled,
+    OrderSnapshot,
+    OrderPriced,
+    StockReserved,
+    StockLost,
+    FulfillmentStarted,
+    FulfillmentCompleted,
+    ShipmentDispatched,
+    ShipmentDelivered,
+)
 
 
 def load_saga(key: bytes) -> core.OrderSaga:
@@ -71,7 +91,7 @@ async def _apply(key: bytes, saga: core.OrderSaga, result: core.SagaResult, sour
         assert result.saga.reserved_until is not None
         _index_add(key, result.saga.reserved_until)
     for output in result.outputs:
-        await publish("allocations", result.saga.order_id, output)
+        await publish(output)
     for command in result.commands:
         await send_command(command, source)
     if result.note:
@@ -134,9 +154,7 @@ async def apply_command(event: Any) -> None:
             if expired:
                 log.info("expired %d order(s) on partition %d", expired, message.partition)
             return
-        if isinstance(command, OrderPlaced | OrderCancelled | OrderSnapshot):
-            pass
-        elif not isinstance(command, OrderPriced | StockReserved | StockLost):
+        if not isinstance(command, SAGA_MESSAGES):
             raise TypeError(f"{type(command).__name__} does not belong on the order topic")
         saga = load_saga(message.key)
         result = core.handle(saga, command, utcnow(), hold)

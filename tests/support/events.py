@@ -117,3 +117,43 @@ def snapshot(
         status=status,
         lines=[{"line_id": lid, "sku": sku, "quantity": qty, "location": "WH1"} for lid, sku, qty in lines],
     )
+
+
+def fulfillment_started(
+    tenant: str, order_id: str, fulfillment_id: str, items: list[tuple[str, int]]
+) -> dict[str, Any]:
+    return _common(
+        "FulfillmentStarted",
+        tenant,
+        fulfillment_id=fulfillment_id,
+        order_id=order_id,
+        items=[{"sku": sku, "quantity": qty, "location": "WH1"} for sku, qty in items],
+        shipping_method="GROUND",
+        tracking_number=f"TRK-{fulfillment_id}",
+    )
+
+
+def fulfillment_completed(tenant: str, order_id: str, fulfillment_id: str) -> dict[str, Any]:
+    return _common("FulfillmentCompleted", tenant, fulfillment_id=fulfillment_id, order_id=order_id)
+
+
+def dispatched(tenant: str, order_id: str, fulfillment_id: str) -> dict[str, Any]:
+    return _common(
+        "ShipmentDispatched",
+        tenant,
+        fulfillment_id=fulfillment_id,
+        order_id=order_id,
+        carrier="DHL",
+        tracking_number=f"DHL-{fulfillment_id}",
+        estimated_delivery="2026-12-01T12:00:00Z",
+    )
+
+
+def delivered(tenant: str, order_id: str, fulfillment_id: str) -> dict[str, Any]:
+    return _common(
+        "ShipmentDelivered",
+        tenant,
+        fulfillment_id=fulfillment_id,
+        order_id=order_id,
+        delivered_at="2026-12-01T10:00:00Z",
+    )
