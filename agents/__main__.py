@@ -1,4 +1,4 @@
-"""Command line: `python -m agents worker | topics apply | topics check | demo | produce`."""
+"""Command line: `python -m agents worker | topics apply | topics check | demo | produce | sync`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     produce = sub.add_parser("produce", help="produce JSON events (one per line) to an input topic")
     produce.add_argument("topic_id", help="topic id from topics.yaml, e.g. stock_movements")
     produce.add_argument("file", help="file of JSON lines, - for standard input")
+    sync = sub.add_parser("sync", help="reconcile orders with OMS snapshots (OrderSnapshot, one per line)")
+    sync.add_argument("--file", required=True, help="file of OrderSnapshot JSON lines, - for standard input")
+    sync.add_argument("--attempts", type=int, default=5, help="sends per snapshot at most (default 5)")
+    sync.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for an outcome per attempt (default 30)"
+    )
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -60,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         from agents.demo import produce_file
 
         return produce_file(settings, topology, args.topic_id, args.file)
+
+    if args.command == "sync":
+        from agents.sync import run_sync
+
+        return run_sync(settings, topology, args.file, attempts=args.attempts, timeout=args.timeout)
     return 2
 
 
@@ -69,6 +80,7 @@ def run_worker(loglevel: str) -> int:
 
     settings = get_settings()
     apply_topics(load_topology(settings.topics_file, settings.replication_factor), settings.kafka_bootstrap)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     import faust
 

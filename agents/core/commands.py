@@ -86,6 +86,10 @@ class ReserveStock(Command):
     expires_at: datetime | None = None
     priority: Priority = "MEDIUM"
     customer_id: str = ""
+    # Backorder policy: reserve what is free line by line and queue the rest, instead of all or none.
+    backorder: bool = False
+    tier: Tier = "BRONZE"
+    ordered_at: datetime | None = None
 
 
 class ReleaseStock(Command):
@@ -106,8 +110,20 @@ class StockReserved(Command):
     request_id: str
     accepted: bool
     shortages: tuple[LineShortage, ...] = ()
+    backordered: tuple[LineRequest, ...] = ()  # what was queued, per line (backorder policy)
     unit_cost: Decimal | None = None
     message: str = ""
+
+
+class BackorderFilled(Command):
+    """SKU ledger -> order saga: a queued backorder line is now fully reserved."""
+
+    kind: Literal["BackorderFilled"] = "BackorderFilled"
+    order_id: str
+    sku: str
+    line_id: str
+    location: str
+    quantity: int
 
 
 class ConsumeStock(Command):
@@ -130,6 +146,7 @@ class StockLost(Command):
     sku: str
     location: str
     quantity: int
+    movement_id: str = ""  # the count that caused it
     message: str = ""
 
 
@@ -148,6 +165,7 @@ InternalCommand = (
     | ConsumeStock
     | StockReserved
     | StockLost
+    | BackorderFilled
     | ExpiryTick
 )
 INTERNAL_KINDS = frozenset(
@@ -160,6 +178,7 @@ INTERNAL_KINDS = frozenset(
         "ConsumeStock",
         "StockReserved",
         "StockLost",
+        "BackorderFilled",
         "ExpiryTick",
     )
 )

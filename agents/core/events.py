@@ -471,3 +471,38 @@ class FulfillmentCompletedEvent(FulfillmentOutput):
 
 class FulfillmentStatusChanged(FulfillmentOutput):
     event_type: Literal["FulfillmentStatusChanged"] = "FulfillmentStatusChanged"
+
+
+class BackorderItem(Model):
+    sku: str
+    location: str
+    quantity: int
+    line_id: str = ""
+
+
+class OrderBackordered(OrderOutput):
+    event_type: Literal["OrderBackordered"] = "OrderBackordered"
+    backorder_id: str
+    priority: Priority
+    items: tuple[BackorderItem, ...]
+
+
+class BackorderOutput(Output):
+    backorder_id: str
+    order_id: str
+    customer_id: str
+    priority: Priority
+    items: tuple[BackorderItem, ...]
+    reason: str | None = None
+
+
+class BackorderCreated(BackorderOutput):
+    event_type: Literal["BackorderCreated"] = "BackorderCreated"
+
+
+class BackorderFulfilled(BackorderOutput):
+    event_type: Literal["BackorderFulfilled"] = "BackorderFulfilled"
+
+
+class BackorderCancelled(BackorderOutput):
+    event_type: Literal["BackorderCancelled"] = "BackorderCancelled"

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field
 
 from agents.core.commands import (
+    BackorderFilled,
     Command,
     ConsumeStock,
     LineRequest,
@@ -35,10 +36,14 @@ from agents.core.events import (
     StockAdjusted,
     StockCounted,
     StockReceived,
+    Tier,
 )
 from agents.core.ids import event_id
 
 DEFAULT_DEDUP_WINDOW = 512
+PRIORITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "URGENT": 3}
+RECENT_LOST_KEPT = 32
+TIER_RANK = {"BRONZE": 0, "SILVER": 1, "GOLD": 2, "PLATINUM": 3}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Movement = StockReceived | StockAdjusted | StockCounted
@@ -66,6 +71,24 @@ class Reservation(Model):
     reserved_at: datetime | None = None
 
 
+class QueuedLine(Model):
+    """A backordered order line waiting on this SKU for `quantity` more units."""
+
+    backorder_id: str
+    order_id: str
+    line_id: str
+    location: str
+    quantity: int
+    priority: Priority = "MEDIUM"
+    tier: Tier = "BRONZE"
+    customer_id: str = ""
+    queued_at: datetime
+
+    def sort_key(self) -> tuple[int, int, datetime, str, str]:
+        """URGENT before LOW, then the better tier, then the oldest."""
+        return (-PRIORITY_RANK[self.priority], -TIER_RANK[self.tier], self.queued_at, self.order_id, self.line_id)
+
+
 class SkuLedger(Model):
     tenant_id: str
     sku: str
@@ -73,6 +96,8 @@ class SkuLedger(Model):
     product: Product | None = None
     on_hand: dict[str, int] = Field(default_factory=dict)
     reservations: dict[str, Reservation] = Field(default_factory=dict)
+    backorders: tuple[QueuedLine, ...] = ()  # in queue order
+    recent_lost: tuple[StockLost, ...] = ()  # what recent counts told orders, to tell them again on redelivery
     # Recently applied command ids, oldest first, bounded by the dedup window.
     processed: tuple[str, ...] = ()
     # The command that produced this version and when: the availability of a version is a pure function
@@ -89,7 +114,9 @@ class SkuLedger(Model):
         )
 
     def locations(self) -> list[str]:
-        return sorted(set(self.on_hand) | {r.location for r in self.reservations.values()})
+        return sorted(
+            set(self.on_hand) | {r.location for r in self.reservations.values()} | {q.location for q in self.backorders}
+        )
 
     def has_processed(self, command_id: str) -> bool:
         return command_id in self.processed
@@ -135,6 +162,66 @@ def handle(
         raise BusinessRuleViolation(
             f"command for {command.tenant_id}/{command.sku} routed to ledger {ledger.tenant_id}/{ledger.sku}"
         )
+    result = _handle(ledger, command, now, dedup_window)
+    if result.duplicate or not result.ledger.backorders or result.ledger is ledger:
+        return result
+    filled, replies = fill_backorders(result.ledger, now)
+    if filled is result.ledger:
+        return result
+    return LedgerResult(filled, [availability(filled)], [*result.replies, *replies])
+
+
+def fill_backorders(ledger: SkuLedger, now: datetime) -> tuple[SkuLedger, list[Command]]:
+    """Give free stock to the queue, in queue order; a line is filled when all it waits for is reserved."""
+    reservations = dict(ledger.reservations)
+    queue: list[QueuedLine] = []
+    replies: list[Command] = []
+    free = {loc: ledger.available(loc) for loc in ledger.locations()}
+    for entry in sorted(ledger.backorders, key=QueuedLine.sort_key):
+        take = min(entry.quantity, max(free.get(entry.location, 0), 0))
+        if take == 0:
+            queue.append(entry)
+            continue
+        free[entry.location] -= take
+        rid = reservation_id(entry.order_id, entry.line_id)
+        held = reservations.get(rid)
+        reservations[rid] = Reservation(
+            reservation_id=rid,
+            kind="ORDER",
+            owner_id=entry.order_id,
+            quantity=(held.quantity if held else 0) + take,
+            location=entry.location,
+            priority=entry.priority,
+            customer_id=entry.customer_id,
+            reserved_at=now,
+        )
+        if take < entry.quantity:
+            queue.append(entry.model_copy(update={"quantity": entry.quantity - take}))
+            continue
+        replies.append(
+            BackorderFilled(
+                command_id=event_id("BackorderFilled", ledger.tenant_id, entry.order_id, ledger.sku, entry.line_id),
+                tenant_id=ledger.tenant_id,
+                issued_at=now,
+                order_id=entry.order_id,
+                sku=ledger.sku,
+                line_id=entry.line_id,
+                location=entry.location,
+                quantity=reservations[rid].quantity,
+            )
+        )
+    if len(queue) == len(ledger.backorders) and all(a == b for a, b in zip(queue, ledger.backorders, strict=True)):
+        return ledger, []
+    return ledger.model_copy(
+        update={
+            "reservations": reservations,
+            "backorders": tuple(sorted(queue, key=QueuedLine.sort_key)),
+            "updated_at": now,
+        }
+    ), replies
+
+
+def _handle(ledger: SkuLedger, command: LedgerCommand, now: datetime, dedup_window: int) -> LedgerResult:
     cid = command_id(command)
     if isinstance(command, ReserveStock):
         return _reserve(ledger, command, cid, now, dedup_window)
@@ -143,7 +230,13 @@ def handle(
     if isinstance(command, ConsumeStock):
         return _consume(ledger, command, cid, now, dedup_window)
     if ledger.has_processed(cid):
-        return LedgerResult(ledger, [availability(ledger)], duplicate=True)
+        # Re-send what the first attempt told orders (the send may have been lost in a crash).
+        again: list[Command] = [
+            lost
+            for lost in ledger.recent_lost
+            if isinstance(command, StockCounted) and lost.movement_id == command.movement_id
+        ]
+        return LedgerResult(ledger, [availability(ledger)], again, duplicate=True)
     changes: dict[str, object] = {}
     if isinstance(command, ProductUpserted):
         changes["product"] = Product(
@@ -159,9 +252,6 @@ def handle(
     if isinstance(command, StockCounted):
         nxt, lost = _deallocate(nxt, command, now)
     return LedgerResult(nxt, [availability(nxt)], lost)
-
-
-PRIORITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "URGENT": 3}
 
 
 def _deallocate(ledger: SkuLedger, count: StockCounted, now: datetime) -> tuple[SkuLedger, list[Command]]:
@@ -202,11 +292,13 @@ def _deallocate(ledger: SkuLedger, count: StockCounted, now: datetime) -> tuple[
                     sku=ledger.sku,
                     location=location,
                     quantity=quantity,
+                    movement_id=count.movement_id,
                     message=f"count {count.movement_id} found {count.quantity} at {location}, below what was reserved",
                 )
             )
     kept = {rid: r for rid, r in ledger.reservations.items() if rid not in dropped}
-    return ledger.model_copy(update={"reservations": kept}), lost
+    recent = (*ledger.recent_lost, *lost)[-RECENT_LOST_KEPT:]
+    return ledger.model_copy(update={"reservations": kept, "recent_lost": recent}), lost
 
 
 def _next_version(
@@ -284,12 +376,23 @@ def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, 
         msg = f"order {command.order_id} was released on {ledger.sku}; it cannot reserve again"
         seen = ledger if duplicate else ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
         return LedgerResult(seen, [], [_reply(ledger, command, False, now, message=msg)], duplicate=duplicate)
+    if duplicate and command.backorder:
+        waiting = tuple(
+            LineRequest(line_id=q.line_id, sku=ledger.sku, quantity=q.quantity, location=q.location)
+            for q in ledger.backorders
+            if q.order_id == command.order_id
+        )
+        return LedgerResult(
+            ledger, [availability(ledger)], [_reply(ledger, command, True, now, backordered=waiting)], True
+        )
     if duplicate:
         # A re-sent request: answer as the ledger stands, without changing it.
         if _holds_exactly(ledger, command.order_id, command.lines):
             return LedgerResult(ledger, [availability(ledger)], [_reply(ledger, command, True, now)], duplicate=True)
         reply = _reply(ledger, command, False, now, shortages=tuple(_shortages(ledger, command)))
         return LedgerResult(ledger, [], [reply], duplicate=True)
+    if command.backorder:
+        return _reserve_or_queue(ledger, command, cid, now, window)
     short = _shortages(ledger, command)
     if short:
         seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
@@ -338,16 +441,62 @@ def _consume(ledger: SkuLedger, command: ConsumeStock, cid: str, now: datetime, 
     return LedgerResult(nxt, [availability(nxt)])
 
 
+def _reserve_or_queue(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, window: int) -> LedgerResult:
+    """Backorder policy: each line takes what is free at its location; the rest joins the queue."""
+    mine = order_reservations(ledger, command.order_id)
+    kept = {rid: r for rid, r in ledger.reservations.items() if rid not in mine}
+    queue = [q for q in ledger.backorders if q.order_id != command.order_id]
+    base = ledger.model_copy(update={"reservations": kept, "backorders": ()})
+    free = {loc: base.available(loc) for loc in {ln.location for ln in command.lines}}
+    queued: list[LineRequest] = []
+    for line in command.lines:
+        take = min(line.quantity, max(free[line.location], 0))
+        free[line.location] -= take
+        rid = reservation_id(command.order_id, line.line_id)
+        if take:
+            kept[rid] = Reservation(
+                reservation_id=rid,
+                kind="ORDER",
+                owner_id=command.order_id,
+                quantity=take,
+                location=line.location,
+                expires_at=command.expires_at,
+                priority=command.priority,
+                customer_id=command.customer_id,
+                reserved_at=now,
+            )
+        if take < line.quantity:
+            queued.append(line.model_copy(update={"quantity": line.quantity - take}))
+            queue.append(
+                QueuedLine(
+                    backorder_id=event_id("backorder", ledger.tenant_id, command.order_id),
+                    order_id=command.order_id,
+                    line_id=line.line_id,
+                    location=line.location,
+                    quantity=line.quantity - take,
+                    priority=command.priority,
+                    tier=command.tier,
+                    customer_id=command.customer_id,
+                    queued_at=command.ordered_at or now,
+                )
+            )
+    changes: dict[str, object] = {"reservations": kept, "backorders": tuple(sorted(queue, key=QueuedLine.sort_key))}
+    nxt = _next_version(ledger, changes, cid, command.command_id, now, window)
+    return LedgerResult(nxt, [availability(nxt)], [_reply(nxt, command, True, now, backordered=tuple(queued))])
+
+
 def _release(ledger: SkuLedger, command: ReleaseStock, cid: str, now: datetime, window: int) -> LedgerResult:
     marker = released_marker(command.order_id)
     held = order_reservations(ledger, command.order_id)
-    if not held:
+    queued = [q for q in ledger.backorders if q.order_id == command.order_id]
+    if not held and not queued:
         if ledger.has_processed(marker):
             return LedgerResult(ledger, duplicate=True)
         # Nothing held (yet): remember the release so a late reservation for the order is refused.
         return LedgerResult(ledger.model_copy(update={"processed": (*ledger.processed, marker)[-window:]}))
     kept = {rid: r for rid, r in ledger.reservations.items() if rid not in held}
-    nxt = _next_version(ledger, {"reservations": kept}, marker, command.command_id, now, window)
+    queue = tuple(q for q in ledger.backorders if q.order_id != command.order_id)
+    nxt = _next_version(ledger, {"reservations": kept, "backorders": queue}, marker, command.command_id, now, window)
     return LedgerResult(nxt, [availability(nxt)])
 
 
@@ -377,7 +526,7 @@ def availability(ledger: SkuLedger) -> SkuAvailability:
             on_hand=ledger.on_hand.get(loc, 0),
             reserved=ledger.committed(loc, "ORDER"),
             soft_allocated=ledger.committed(loc, "OPPORTUNITY"),
-            backordered=0,
+            backordered=sum(q.quantity for q in ledger.backorders if q.location == loc),
             available=max(ledger.available(loc), 0),
         )
         for loc in ledger.locations()

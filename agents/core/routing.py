@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.core.commands import (
+    BackorderFilled,
     Command,
     ConsumeStock,
     OrderPriced,
@@ -16,6 +17,7 @@ from agents.core.commands import (
     StockReserved,
 )
 from agents.core.events import (
+    BackorderOutput,
     CustomerPricingUpdated,
     CustomerUpserted,
     FulfillmentCompleted,
@@ -75,7 +77,7 @@ def route_command(command: Command) -> Route:
     match command:
         case PriceOrder() | ReleaseCredit():
             return Route("customer_commands", command.tenant_id, command.customer_id)
-        case OrderPriced() | StockReserved() | StockLost():
+        case OrderPriced() | StockReserved() | StockLost() | BackorderFilled():
             return Route("order_commands", command.tenant_id, command.order_id)
         case ReserveStock() | ReleaseStock() | ConsumeStock():
             return Route("sku_commands", command.tenant_id, command.sku)
@@ -86,6 +88,8 @@ def output_topic(output: Output) -> tuple[str, str]:
     """(output topic id, entity id of its `tenant:entity` key) for an event the fleet publishes."""
     if isinstance(output, FulfillmentOutput):
         return "fulfillments", output.order_id
+    if isinstance(output, BackorderOutput):
+        return "backorders", output.backorder_id
     if isinstance(output, SkuAvailability):
         return "availability", output.sku
     if isinstance(output, OrderOutput):

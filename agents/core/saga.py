@@ -17,6 +17,7 @@ from pydantic import Field
 
 from agents.core import fulfillment as fulfil
 from agents.core.commands import (
+    BackorderFilled,
     Command,
     ExpiryTick,
     LineRequest,
@@ -31,6 +32,11 @@ from agents.core.commands import (
 )
 from agents.core.events import (
     AllocatedLine,
+    BackorderCancelled,
+    BackorderCreated,
+    BackorderFulfilled,
+    BackorderItem,
+    BackorderOutput,
     BackorderPolicy,
     FulfillmentAccepted,
     FulfillmentCompleted,
@@ -38,6 +44,7 @@ from agents.core.events import (
     FulfillmentStarted,
     Model,
     OrderAllocationRejected,
+    OrderBackordered,
     OrderCancelled,
     OrderInventoryAllocated,
     OrderInventoryReleased,
@@ -52,15 +59,21 @@ from agents.core.events import (
     ShipmentDispatched,
     ShippedItem,
     SyncedLine,
+    Tier,
     UnavailableItem,
 )
 from agents.core.ids import event_id
 
 DEFAULT_DEDUP_WINDOW = 64
+SYNC_ANSWERS_KEPT = 8
 TERMINAL: frozenset[str] = frozenset({"REJECTED", "CANCELLED", "EXPIRED", "DELIVERED"})
 
 OrderOutcome = Annotated[
-    OrderInventoryAllocated | OrderAllocationRejected | OrderInventoryReleased | OrderInventorySynced,
+    OrderInventoryAllocated
+    | OrderAllocationRejected
+    | OrderInventoryReleased
+    | OrderInventorySynced
+    | OrderBackordered,
     Field(discriminator="event_type"),
 ]
 SagaMessage = (
@@ -70,6 +83,7 @@ SagaMessage = (
     | OrderPriced
     | StockReserved
     | StockLost
+    | BackorderFilled
     | ExpiryTick
     | FulfillmentStarted
     | FulfillmentCompleted
@@ -94,6 +108,7 @@ class SagaLine(Model):
 class SkuReply(Model):
     accepted: bool
     shortages: tuple[LineShortage, ...] = ()
+    backordered: tuple[LineRequest, ...] = ()
     unit_cost: Decimal | None = None
 
 
@@ -129,6 +144,11 @@ class OrderSaga(Model):
     outcome: OrderOutcome | None = None  # the placement's terminal outcome
     last_event: OrderOutcome | None = None  # the latest event published for this order
     cancel_reason: str = ""
+    tier: Tier = "BRONZE"
+    backorder_id: str = ""
+    waiting: tuple[str, ...] = ()  # "sku|line_id" of backordered lines not filled yet
+    backorder_items: tuple[BackorderItem, ...] = ()
+    sync_answers: tuple[OrderInventorySynced, ...] = ()  # the latest snapshots' answers
     fulfillments: dict[str, fulfil.Fulfillment] = Field(default_factory=dict)
     consumed: dict[str, int] = Field(default_factory=dict)  # line id -> quantity issued by fulfillments
     early: dict[str, tuple[fulfil.ShipmentEvent, ...]] = Field(default_factory=dict)  # before their start
@@ -171,6 +191,8 @@ def handle(saga: OrderSaga, message: SagaMessage, now: datetime, hold: timedelta
             return _sync(saga, message, now)
         case StockLost():
             return _stock_lost(saga, message, now)
+        case BackorderFilled():
+            return _backorder_filled(saga, message, now, hold)
         case FulfillmentStarted():
             return _start_fulfillment(saga, message, now)
         case FulfillmentCompleted() | ShipmentDispatched() | ShipmentDelivered():
@@ -245,7 +267,7 @@ def _released(
     causation: str,
     message: str = "",
 ) -> OrderInventoryReleased:
-    held = saga.lines if saga.status in ("INVENTORY_ALLOCATED", "PENDING") else ()
+    held = saga.lines if saga.status in ("INVENTORY_ALLOCATED", "PENDING", "BACKORDERED") else ()
     return OrderInventoryReleased(
         event_id=event_id("OrderInventoryReleased", saga.tenant_id, saga.order_id, reason),
         tenant_id=saga.tenant_id,
@@ -326,10 +348,19 @@ def _priced(saga: OrderSaga, reply: OrderPriced, now: datetime, hold: timedelta)
     )
     assert saga.order_date is not None
     reserved_until = saga.order_date + hold
-    requests = _reserve_requests(saga, lines, round_.causation_id, now, reserved_until)
+    backorder = saga.backorder_policy == "BACKORDER"
+    requests = _reserve_requests(
+        saga.model_copy(update={"tier": reply.tier or saga.tier}),
+        lines,
+        round_.causation_id,
+        now,
+        reserved_until,
+        backorder=backorder,
+    )
     nxt = _bump(
         saga,
         lines=lines,
+        tier=reply.tier or saga.tier,
         order_value=reply.order_value,
         reserved_until=reserved_until,
         round=round_.model_copy(
@@ -358,6 +389,7 @@ def _reserve_requests(
     now: datetime,
     expires_at: datetime | None,
     skus: set[str] | None = None,
+    backorder: bool = False,
 ) -> list[ReserveStock]:
     grouped = _by_sku(lines)
     wanted = sorted(skus) if skus is not None else sorted(grouped)
@@ -372,6 +404,9 @@ def _reserve_requests(
             expires_at=expires_at,
             priority=saga.priority,
             customer_id=saga.customer_id,
+            backorder=backorder,
+            tier=saga.tier,
+            ordered_at=saga.order_date,
         )
         for sku in wanted
     ]
@@ -421,7 +456,9 @@ def _reserved(saga: OrderSaga, reply: StockReserved, now: datetime) -> SagaResul
         return resend(saga, now, "repeated StockReserved")
     replies = {
         **round_.replies,
-        reply.sku: SkuReply(accepted=reply.accepted, shortages=reply.shortages, unit_cost=reply.unit_cost),
+        reply.sku: SkuReply(
+            accepted=reply.accepted, shortages=reply.shortages, backordered=reply.backordered, unit_cost=reply.unit_cost
+        ),
     }
     round_ = round_.model_copy(update={"replies": replies})
     if set(replies) != set(round_.reserve_requests):
@@ -431,37 +468,110 @@ def _reserved(saga: OrderSaga, reply: StockReserved, now: datetime) -> SagaResul
     return _settle_placement(saga, round_, now)
 
 
+def _backordered(saga: OrderSaga, queued: list[tuple[str, LineRequest]], now: datetime) -> SagaResult:
+    """Backorder policy and short lines: keep what was reserved, wait for the rest in the SKU queues."""
+    backorder_id = event_id("backorder", saga.tenant_id, saga.order_id)
+    items = tuple(
+        BackorderItem(sku=sku, location=ln.location, quantity=ln.quantity, line_id=ln.line_id) for sku, ln in queued
+    )
+    placed = OrderBackordered(
+        event_id=event_id("OrderBackordered", saga.tenant_id, saga.order_id, saga.placed_event_id),
+        tenant_id=saga.tenant_id,
+        occurred_at=now,
+        causation_id=saga.placed_event_id,
+        order_id=saga.order_id,
+        customer_id=saga.customer_id,
+        opportunity_id=saga.opportunity_id,
+        backorder_id=backorder_id,
+        priority=saga.priority,
+        items=items,
+    )
+    nxt = _bump(
+        saga,
+        status="BACKORDERED",
+        backorder_id=backorder_id,
+        backorder_items=items,
+        waiting=tuple(f"{sku}|{ln.line_id}" for sku, ln in queued),
+        outcome=placed,
+        last_event=placed,
+    )
+    return SagaResult(nxt, [placed, _backorder_event(BackorderCreated, nxt, now, saga.placed_event_id)])
+
+
+def _backorder_event(
+    cls: type[BackorderOutput], saga: OrderSaga, now: datetime, causation: str, reason: str | None = None
+) -> BackorderOutput:
+    return cls(  # type: ignore[call-arg]  # event_type: each subclass has its own default
+        event_id=event_id(cls.__name__, saga.tenant_id, saga.backorder_id),
+        tenant_id=saga.tenant_id,
+        occurred_at=now,
+        causation_id=causation,
+        backorder_id=saga.backorder_id,
+        order_id=saga.order_id,
+        customer_id=saga.customer_id,
+        priority=saga.priority,
+        items=saga.backorder_items,
+        reason=reason,
+    )
+
+
+def _backorder_filled(saga: OrderSaga, filled: BackorderFilled, now: datetime, hold: timedelta) -> SagaResult:
+    seen = f"cmd:{filled.command_id}"
+    if seen in saga.processed:
+        return resend(saga, now, "repeated BackorderFilled")
+    if saga.status != "BACKORDERED":
+        return SagaResult(_bump(saga, seen), note=f"backorder line filled while {saga.status}: nothing to do")
+    waiting = tuple(w for w in saga.waiting if w != f"{filled.sku}|{filled.line_id}")
+    if waiting:
+        return SagaResult(_bump(saga, seen, waiting=waiting))
+    done = _bump(saga, seen, waiting=(), reserved_until=now + hold)
+    allocated = _allocated(done, now)
+    fulfilled = _backorder_event(BackorderFulfilled, done, now, filled.command_id)
+    final = done.model_copy(update={"status": "INVENTORY_ALLOCATED", "last_event": allocated})
+    return SagaResult(final, [fulfilled, allocated])
+
+
+def _allocated(saga: OrderSaga, now: datetime) -> OrderInventoryAllocated:
+    assert saga.reserved_until is not None
+    return OrderInventoryAllocated(
+        event_id=event_id("OrderInventoryAllocated", saga.tenant_id, saga.order_id, saga.placed_event_id),
+        tenant_id=saga.tenant_id,
+        occurred_at=now,
+        causation_id=saga.placed_event_id,
+        order_id=saga.order_id,
+        customer_id=saga.customer_id,
+        opportunity_id=saga.opportunity_id,
+        lines=tuple(
+            AllocatedLine(
+                line_id=ln.line_id,
+                sku=ln.sku,
+                quantity=ln.quantity,
+                location=ln.location,
+                unit_price=ln.unit_price or Decimal(0),
+                customer_price=ln.customer_price or Decimal(0),
+            )
+            for ln in saga.lines
+        ),
+        order_value=saga.order_value,
+        reserved_until=saga.reserved_until,
+    )
+
+
 def _settle_placement(saga: OrderSaga, round_: Round, now: datetime) -> SagaResult:
     costs = {sku: r.unit_cost for sku, r in round_.replies.items()}
+    queued = [(sku, ln) for sku, r in sorted(round_.replies.items()) for ln in r.backordered]
+    if queued and all(r.accepted for r in round_.replies.values()):
+        lines = tuple(ln.model_copy(update={"unit_cost": costs.get(ln.sku)}) for ln in saga.lines)
+        return _backordered(_bump(saga, lines=lines, round=None), queued, now)
     outcome: Output
     if all(r.accepted for r in round_.replies.values()):
         lines = tuple(ln.model_copy(update={"unit_cost": costs.get(ln.sku)}) for ln in saga.lines)
-        assert saga.reserved_until is not None
-        outcome = OrderInventoryAllocated(
-            event_id=event_id("OrderInventoryAllocated", saga.tenant_id, saga.order_id, saga.placed_event_id),
-            tenant_id=saga.tenant_id,
-            occurred_at=now,
-            causation_id=saga.placed_event_id,
-            order_id=saga.order_id,
-            customer_id=saga.customer_id,
-            opportunity_id=saga.opportunity_id,
-            lines=tuple(
-                AllocatedLine(
-                    line_id=ln.line_id,
-                    sku=ln.sku,
-                    quantity=ln.quantity,
-                    location=ln.location,
-                    unit_price=ln.unit_price or Decimal(0),
-                    customer_price=ln.customer_price or Decimal(0),
-                )
-                for ln in lines
-            ),
-            order_value=saga.order_value,
-            reserved_until=saga.reserved_until,
-        )
+        outcome = _allocated(saga.model_copy(update={"lines": lines}), now)
         done = _bump(saga, status="INVENTORY_ALLOCATED", lines=lines, round=None, outcome=outcome, last_event=outcome)
         return SagaResult(done, [outcome])
-    reserved = {sku for sku, r in round_.replies.items() if r.accepted}
+    # Every SKU that answered, not only those that accepted: a hold dropped by a count (StockLost) turns an
+    # accepted SKU into a refusal while its other lines may still be held.
+    reserved = set(round_.replies)
     items = tuple(
         UnavailableItem(
             sku=s.sku, location=s.location, required=s.required, available=s.available, shortfall=s.shortfall
@@ -496,7 +606,7 @@ def _cancel(saga: OrderSaga, cancel: OrderCancelled, now: datetime) -> SagaResul
         return SagaResult(
             _bump(saga, seen), note=f"order {saga.order_id} is already {saga.status}: cancel changes nothing"
         )
-    if saga.status not in ("PENDING", "INVENTORY_ALLOCATED"):
+    if saga.status not in ("PENDING", "INVENTORY_ALLOCATED", "BACKORDERED"):
         return SagaResult(_bump(saga, seen), note=f"order {saga.order_id} is {saga.status}: too late to cancel")
     return _end(saga, "CANCELLED", cancel.event_id, now, seen=seen, cancel_reason=cancel.reason)
 
@@ -518,7 +628,10 @@ def _end(
     if saga.outcome is None:  # still pending: this is the placement's terminal outcome
         outcome_update["outcome"] = released
     done = _bump(saga, seen, status=status, round=None, **outcome_update, **changes)
-    return SagaResult(done, [released], commands)
+    outputs: list[Output] = [released]
+    if saga.status == "BACKORDERED":
+        outputs.append(_backorder_event(BackorderCancelled, done, now, causation, reason))
+    return SagaResult(done, outputs, commands)
 
 
 def _stock_lost(saga: OrderSaga, lost: StockLost, now: datetime) -> SagaResult:
@@ -595,13 +708,18 @@ def _synced(
     )
 
 
+def _answered(saga: OrderSaga, out: OrderInventorySynced) -> OrderSaga:
+    """Remember a snapshot's answer, so the same snapshot sent again gets the very same answer."""
+    answers = (*[a for a in saga.sync_answers if a.causation_id != out.causation_id], out)[-SYNC_ANSWERS_KEPT:]
+    return saga.model_copy(update={"sync_answers": answers, "last_event": out})
+
+
 def _sync(saga: OrderSaga, snapshot: OrderSnapshot, now: datetime) -> SagaResult:
     seen = f"event:{snapshot.event_id}"
     if seen in saga.processed:
-        last = saga.last_event
-        again: list[Output] = (
-            [last] if isinstance(last, OrderInventorySynced) and last.causation_id == snapshot.event_id else []
-        )
+        if saga.round is not None and saga.round.causation_id == snapshot.event_id:
+            return resend(saga, now, "duplicate OrderSnapshot while its sync is under way")
+        again: list[Output] = [a for a in saga.sync_answers if a.causation_id == snapshot.event_id]
         return SagaResult(saga, again, duplicate=True, note="duplicate OrderSnapshot")
     if not saga.placed:
         out = _synced(
@@ -612,25 +730,28 @@ def _sync(saga: OrderSaga, snapshot: OrderSnapshot, now: datetime) -> SagaResult
             f"order {saga.order_id} was never placed with the fleet",
             lines=(),
         )
-        return SagaResult(_bump(saga, seen), [out])
+        return SagaResult(_answered(_bump(saga, seen), out), [out])
+    if saga.status == "PENDING" or saga.round is not None:
+        # Allocation or another sync in flight: say so without remembering the snapshot, so it can be re-sent.
+        out = _synced(saga, now, snapshot.event_id, "PENDING", "allocation or another sync is in flight; send again")
+        return SagaResult(saga, [out])
     wanted = tuple(
         SagaLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity, location=ln.location)
         for ln in snapshot.lines
         if ln.quantity > 0
     )
     cancelled = snapshot.status.upper() in ("CANCELLED", "CANCELED") or not wanted
-    if cancelled and saga.status in ("PENDING", "INVENTORY_ALLOCATED"):
+    if cancelled and saga.status in ("INVENTORY_ALLOCATED", "BACKORDERED"):
         ended = _end(saga, "CANCELLED", snapshot.event_id, now, seen=seen, cancel_reason="cancelled in the OMS")
         out = _synced(ended.saga, now, snapshot.event_id, "CANCELLED", "released every reservation", lines=())
-        return SagaResult(ended.saga.model_copy(update={"last_event": out}), [*ended.outputs, out], ended.commands)
+        return SagaResult(_answered(ended.saga, out), [*ended.outputs, out], ended.commands)
     if saga.status != "INVENTORY_ALLOCATED":
-        result = "PENDING" if saga.status == "PENDING" else "NOT_ALLOCATED"
-        out = _synced(saga, now, snapshot.event_id, result, f"order is {saga.status}; nothing to reconcile")
-        return SagaResult(_bump(saga, seen, last_event=out), [out])
+        out = _synced(saga, now, snapshot.event_id, "NOT_ALLOCATED", f"order is {saga.status}; nothing to reconcile")
+        return SagaResult(_answered(_bump(saga, seen), out), [out])
     current = {ln.line_id: (ln.sku, ln.quantity, ln.location) for ln in saga.lines}
     if current == {ln.line_id: (ln.sku, ln.quantity, ln.location) for ln in wanted}:
         out = _synced(saga, now, snapshot.event_id, "IN_SYNC")
-        return SagaResult(_bump(saga, seen, last_event=out), [out])
+        return SagaResult(_answered(_bump(saga, seen), out), [out])
     known = {ln.line_id: ln for ln in saga.lines}
     wanted = tuple(
         ln.model_copy(update={"unit_cost": known[ln.line_id].unit_cost})
@@ -647,7 +768,7 @@ def _sync_priced(saga: OrderSaga, round_: Round, reply: OrderPriced, now: dateti
     if not reply.accepted:
         result = "CREDIT_LIMIT_EXCEEDED" if reply.reason == "CREDIT_LIMIT_EXCEEDED" else "REJECTED"
         out = _synced(saga, now, round_.causation_id, result, reply.message)
-        return SagaResult(_bump(saga, round=None, last_event=out), [out])
+        return SagaResult(_answered(_bump(saga, round=None), out), [out])
     prices = {ln.line_id: ln for ln in reply.lines}
     lines = tuple(
         ln.model_copy(
@@ -702,7 +823,7 @@ def _sync_settle(saga: OrderSaga, round_: Round, now: datetime) -> SagaResult:
     result = "PARTIAL" if items else "UPDATED"
     done = _bump(saga, lines=lines, order_value=value, round=None)
     out = _synced(done, now, round_.causation_id, result, "some lines could not be changed" if items else "", items)
-    return SagaResult(done.model_copy(update={"last_event": out}), [out], commands)
+    return SagaResult(_answered(done, out), [out], commands)
 
 
 # ---- fulfillment ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 
 from agents.app import app, log, settings, table, topics
 from agents.core import saga as core
-from agents.core.commands import ExpiryTick, OrderPriced, StockLost, StockReserved
+from agents.core.commands import BackorderFilled, ExpiryTick, OrderPriced, StockLost, StockReserved
 from agents.core.events import (
     FulfillmentCompleted,
     FulfillmentStarted,
@@ -40,6 +40,7 @@ SAGA_MESSAGES = (
     OrderPriced,
     StockReserved,
     StockLost,
+    BackorderFilled,
     FulfillmentStarted,
     FulfillmentCompleted,
     ShipmentDispatched,

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-PLACEMENT = {"OrderInventoryAllocated", "OrderAllocationRejected", "OrderInventoryReleased"}
+PLACEMENT = {"OrderInventoryAllocated", "OrderAllocationRejected", "OrderInventoryReleased", "OrderBackordered"}
 
 
 @dataclass
@@ -29,14 +29,15 @@ def placement_outcomes(allocations: list[dict[str, Any]], tenant: str) -> dict[s
         by_order[record["order_id"]][record["event_id"]] = record
     result = {}
     for order_id, records in by_order.items():
-        events = sorted(records.values(), key=lambda r: (r["_partition"], r["_offset"]))
-        first = events[0]
-        placement = [first] + [
-            r
-            for r in events[1:]
-            if r["event_type"] != "OrderInventoryReleased" or first["event_type"] == "OrderInventoryReleased"
-        ]
-        result[order_id] = placement
+        first, *later = sorted(records.values(), key=lambda r: (r["_partition"], r["_offset"]))
+        # After the placement outcome an order may still be released (cancel, expiry, lost stock) or, once
+        # backordered, allocated; anything else is a second placement outcome.
+        allowed = {"OrderInventoryReleased"} | (
+            {"OrderInventoryAllocated"} if first["event_type"] == "OrderBackordered" else set()
+        )
+        if first["event_type"] == "OrderInventoryReleased":
+            allowed = set()
+        result[order_id] = [first] + [r for r in later if r["event_type"] not in allowed]
     return result
 
 
@@ -73,9 +74,14 @@ def check(
         r["order_id"] for r in allocations if r["tenant_id"] == tenant and r["event_type"] == "OrderInventoryReleased"
     }
     expected: dict[tuple[str, str], int] = defaultdict(int)
-    for order_id, (first, *_) in ((o, e) for o, e in outcomes.items() if e):
-        if first["event_type"] == "OrderInventoryAllocated" and order_id not in released:
-            for line in first["lines"]:
+    allocated = {
+        r["order_id"]: r
+        for r in allocations
+        if r["tenant_id"] == tenant and r["event_type"] == "OrderInventoryAllocated"
+    }
+    for order_id, record in allocated.items():
+        if order_id not in released:
+            for line in record["lines"]:
                 expected[(line["sku"], line["location"])] += line["quantity"]
     held = {
         (sku, loc["location"]): loc["reserved"]

@@ -1,0 +1,42 @@
+# The worker image: `docker build -t inventory-fleet .` (docker-compose.yml builds it as inventory-fleet:local).
+# Every dependency ships a manylinux wheel for CPython 3.11 on x86_64, so the slim image needs no compiler.
+FROM python:3.11-slim AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY agents ./agents
+RUN /opt/venv/bin/pip install .
+
+
+FROM python:3.11-slim
+
+# The installed package lives in site-packages, so the topic contract and the Avro schemas are copied
+# next to it and named explicitly (Settings would otherwise look for them beside the package).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    INVENTORY_TOPICS_FILE=/app/topics.yaml \
+    INVENTORY_SCHEMAS_DIR=/app/schemas \
+    INVENTORY_DATA_DIR=/data \
+    INVENTORY_WEB_HOST=0.0.0.0 \
+    INVENTORY_WEB_PORT=6066
+
+RUN groupadd --system --gid 10001 inventory \
+ && useradd --system --uid 10001 --gid inventory --home-dir /app --no-create-home --shell /usr/sbin/nologin inventory \
+ && mkdir -p /app /data \
+ && chown inventory:inventory /data
+
+COPY --from=build /opt/venv /opt/venv
+COPY topics.yaml /app/topics.yaml
+COPY schemas /app/schemas
+
+WORKDIR /app
+USER 10001:10001
+# RocksDB state; a fresh named volume mounted here inherits the ownership above.
+VOLUME ["/data"]
+EXPOSE 6066
+
+CMD ["python", "-m", "agents", "worker"]
