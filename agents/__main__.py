@@ -84,11 +84,10 @@ def run_worker(loglevel: str) -> int:
 
     import faust
 
-    import agents.streams
-    import agents.web
+    from agents import observability, streams, web  # importing registers the agents, pages and timers
     from agents.app import app
 
-    assert agents.streams
+    assert streams and web and observability
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -15,6 +15,7 @@ class SourceRef(BaseModel):
     partition: int
     offset: int
     key: bytes | None = None  # the upstream key, for a dead letter raised after intake (base64 in JSON)
+    timestamp: float | None = None  # the upstream record's time (epoch seconds), for end-to-end latency
 
 
 class Envelope(BaseModel):

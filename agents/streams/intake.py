@@ -33,7 +33,13 @@ async def forward(topic_id: str, event: Any) -> None:
         await _dead_letter(topic_id, message, type(exc).__name__, f"unexpected error: {exc}", payload)
         return
     target = route(parsed)
-    source = SourceRef(topic=message.topic, partition=message.partition, offset=message.offset, key=message.key)
+    source = SourceRef(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        timestamp=message.timestamp,
+    )
     key = entity_key(target.tenant_id, target.entity_id)
     value = wrap(parsed.event_type, parsed, source)
     await topics[target.topic_id].send(key=key, value=value)

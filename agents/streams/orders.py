@@ -22,7 +22,7 @@ from agents.core.events import (
 )
 from agents.core.ids import event_id, split_key
 from agents.envelope import Envelope, SourceRef, wrap
-from agents.metrics import DUPLICATES, EVENTS_PROCESSED, PROCESSING_SECONDS
+from agents.metrics import DUPLICATES, EVENTS_PROCESSED, ORDER_ALLOCATION_SECONDS, PROCESSING_SECONDS
 from agents.streams.common import dead_letter_internal, publish, read, send_command, utcnow
 
 sagas = table("order_sagas", "order_saga_changelog")
@@ -33,6 +33,9 @@ TICK_KEY = b"\x00tick"
 TICKS_REMEMBERED = 32
 EXPIRY_GRACE_S = 60  # expired orders stay in the index this long, for a redelivered tick to re-send
 hold = timedelta(seconds=settings.reservation_hold_s)
+PLACEMENT_OUTCOMES = frozenset(
+    {"OrderInventoryAllocated", "OrderAllocationRejected", "OrderBackordered", "OrderInventoryReleased"}
+)
 SAGA_MESSAGES = (
     OrderPlaced,
     OrderCancelled,
@@ -93,6 +96,8 @@ async def _apply(key: bytes, saga: core.OrderSaga, result: core.SagaResult, sour
         _index_add(key, result.saga.reserved_until)
     for output in result.outputs:
         await publish(output)
+        if source is not None and source.timestamp and output.event_type in PLACEMENT_OUTCOMES and not result.duplicate:
+            ORDER_ALLOCATION_SECONDS.labels(output.event_type).observe(max(time.time() - source.timestamp, 0.0))
     for command in result.commands:
         await send_command(command, source)
     if result.note:
