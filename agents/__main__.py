@@ -84,10 +84,10 @@ def run_worker(loglevel: str) -> int:
 
     import faust
 
-    from agents import observability, streams, web  # importing registers the agents, pages and timers
+    from agents import http, observability, streams, web  # importing registers the agents, pages and timers
     from agents.app import app
 
-    assert streams and web and observability
+    assert streams and web and observability and http
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -31,7 +31,7 @@ async def count_rebalance(sender: Any, assigned: Any, **kwargs: Any) -> None:
 
 @app.task  # type: ignore[untyped-decorator]
 async def start_lag_monitor() -> None:
-    LagMonitor(settings.kafka_bootstrap, settings.app_id, CONSUMED).start()
+    LagMonitor(settings.kafka_bootstrap, settings.app_id, CONSUMED, settings.lag_interval_s).start()
 
 
 @app.timer(interval=15.0)  # type: ignore[untyped-decorator]

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         30.0, description="consumer session timeout: how soon a dead worker's partitions move"
     )
+    lag_interval_s: float = Field(5.0, description="how often each worker measures the group's consumer lag")
     log_level: str = Field("info", description="worker log level")
     rocksdb_block_cache_mb: int = Field(64, description="RocksDB block cache per partition database")
     rocksdb_write_buffer_mb: int = Field(8, description="RocksDB write buffer size")
@@ -41,6 +42,10 @@ class Settings(BaseSettings):
     schema_registry_auth: SecretStr | None = Field(None, description="user:password for the registry")
     reservation_hold_s: int = Field(900, description="how long an order's reservation holds after its order_date")
     expiry_tick_s: float = Field(1.0, description="how often each worker checks its partitions for due expiries")
+    api_tokens: SecretStr | None = Field(
+        None, description="bearer tokens of the HTTP API and the tenant each may read: tokA=tenant-a,tokB=tenant-b"
+    )
+    api_tokens_file: Path | None = Field(None, description="a file of token=tenant lines, instead of api_tokens")
     tier_discounts: dict[str, dict[str, Decimal]] = Field(
         default_factory=dict,
         description='per-tenant tier discounts in percent, JSON: {"acme": {"GOLD": 7}} (defaults: agents/core/customer.py)',
@@ -50,3 +55,20 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def token_tenants(settings: Settings) -> dict[str, str]:
+    """Bearer token -> the one tenant it may read."""
+    text = settings.api_tokens.get_secret_value().replace(",", "\n") if settings.api_tokens else ""
+    if settings.api_tokens_file is not None:
+        text += "\n" + settings.api_tokens_file.read_text()
+    pairs = {}
+    for entry in text.splitlines():
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        token, sep, tenant = entry.partition("=")
+        if not sep or not token.strip() or not tenant.strip():
+            raise ValueError("INVENTORY_API_TOKENS entries look like token=tenant")
+        pairs[token.strip()] = tenant.strip()
+    return pairs

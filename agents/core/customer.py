@@ -51,6 +51,7 @@ class CustomerState(Model):
     credit_used: Decimal = Decimal(0)
     prices: dict[str, PriceOverride] = Field(default_factory=dict)
     exposures: dict[str, Decimal] = Field(default_factory=dict)  # order id -> value held
+    holds: dict[str, dict[str, int]] = Field(default_factory=dict)  # open order id -> sku -> quantity
     processed: tuple[str, ...] = ()
     version: int = 0
     updated_at: datetime | None = None
@@ -155,7 +156,8 @@ def handle(
         if marker in state.processed and command.order_id not in state.exposures:
             return CustomerResult(state, duplicate=True)
         exposures = {k: v for k, v in state.exposures.items() if k != command.order_id}
-        return CustomerResult(_seen(state, marker, window, now, exposures=exposures))
+        holds = {k: v for k, v in state.holds.items() if k != command.order_id}
+        return CustomerResult(_seen(state, marker, window, now, exposures=exposures, holds=holds))
     return _price_order(state, command, now, catalog or {}, tier_discounts or DEFAULT_TIER_DISCOUNTS, window)
 
 
@@ -211,5 +213,20 @@ def _price_order(
         return CustomerResult(
             state, [reply(False, reason="CREDIT_LIMIT_EXCEEDED", message=msg, tier=state.tier)], duplicate=duplicate
         )
-    nxt = _seen(state, cid, window, now, exposures={**state.exposures, command.order_id: value})
+    quantities: dict[str, int] = {}
+    for line in command.lines:
+        quantities[line.sku] = quantities.get(line.sku, 0) + line.quantity
+    nxt = _seen(
+        state,
+        cid,
+        window,
+        now,
+        exposures={**state.exposures, command.order_id: value},
+        holds={**state.holds, command.order_id: quantities},
+    )
     return CustomerResult(nxt, [reply(True, tier=state.tier, lines=tuple(priced), order_value=value)])
+
+
+def reserved_for(state: CustomerState, sku: str) -> int:
+    """Units of `sku` on the customer's open orders."""
+    return sum(q.get(sku, 0) for q in state.holds.values())

@@ -53,7 +53,7 @@ def wait_availability(fleet: Fleet, tenant: str, on_hand: dict[str, int]) -> Non
 
 
 def outcome(
-    fleet: Fleet, tenant: str, order_id: str, event_type: str | None = None, count: int = 1
+    fleet: Fleet, tenant: str, order_id: str, event_type: str | None = None, count: int = 1, timeout: float = 30
 ) -> list[dict[str, Any]]:
     reader = fleet.reader("allocations")
     try:
@@ -64,6 +64,7 @@ def outcome(
                 and (event_type is None or r["event_type"] == event_type)
             ),
             count=count,
+            timeout=timeout,
             what=f"{event_type or 'an outcome'} for {order_id}",
         )
     finally:
