@@ -264,7 +264,10 @@ def run_demo(settings: Settings, topology: Topology, seconds: float = 0, rate: f
     for topic_id, key, event in feed.opening():
         send(topic_id, key, event)
     producer.flush(30)
-    urls = f"views and /metrics: http://{settings.web_host}:{settings.web_port}/metrics  (Ctrl-C stops everything)"
+    urls = (
+        f"metrics: http://{settings.web_host}:{settings.web_port}/metrics   view: curl -H 'Authorization: Bearer demo-acme' "
+        f"http://{settings.web_host}:{settings.web_port}/v1/tenants/acme/customers/C-100/inventory   (Ctrl-C stops everything)"
+    )
     started = time.monotonic()
     console = Console()
     try:

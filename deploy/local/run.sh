@@ -6,6 +6,7 @@ cd "$root"
 py="$root/.venv/bin/python"
 mkdir -p .run
 export INVENTORY_KAFKA_BOOTSTRAP="${INVENTORY_KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
+export INVENTORY_API_TOKENS="${INVENTORY_API_TOKENS:-demo-acme=acme,demo-globex=globex}"
 
 kafka_was_running=false
 deploy/kafka/kafka.sh status | grep -q running && kafka_was_running=true
@@ -37,4 +38,6 @@ for i in 1 2; do
   done
 done
 echo "workers ready; starting the demo feed"
+echo "  views:   curl -H 'Authorization: Bearer demo-acme' http://127.0.0.1:6066/v1/tenants/acme/customers/C-100/inventory"
+echo "  metrics: http://127.0.0.1:6066/metrics   http://127.0.0.1:6067/metrics"
 "$py" -m agents demo "$@"
