@@ -63,3 +63,9 @@ lint: install
 
 clean:
 	rm -rf data .run .kafka/test .pytest_cache .mypy_cache .ruff_cache
+
+# Throughput, latency and memory on a broker of its own (port 19392, .kafka/bench), stopped at the end;
+# results in bench/results/. Options: make bench BENCH_ARGS="--rates 50,100,200 --seconds 30 --workers 2"
+.PHONY: bench
+bench: install
+	$(PY) -m bench.run $(BENCH_ARGS)

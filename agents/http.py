@@ -5,6 +5,7 @@ tenant; a request for a key another worker owns is answered by that worker (rout
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
@@ -13,14 +14,19 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 
-from agents.app import app, settings, topology
+from agents.app import app, settings, topics, topology
 from agents.availability_cache import AvailabilityCache
 from agents.core import customer as customer_core
-from agents.core.ids import entity_key
+from agents.core import reports
+from agents.core.commands import ProcessBackorders
+from agents.core.ids import entity_key, event_id
+from agents.core.saga import OrderSaga
+from agents.envelope import wrap
 from agents.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from agents.settings import token_tenants
 from agents.streams.customers import CATALOG_PREFIX, customers, tier_discounts
@@ -304,3 +310,90 @@ class OpenApi(View):
 @app.task  # type: ignore[untyped-decorator]
 async def start_availability_cache() -> None:
     availability_cache.start()
+
+
+def _local_sagas(tenant: str) -> list[Any]:
+    """The tenant's order sagas in the order partitions this worker actively owns (not standbys)."""
+    name = topics["order_commands"].get_topic_name()
+    prefix = f"{tenant}|".encode()
+    found = []
+    for tp in app.consumer.assignment():
+        if tp.topic != name:
+            continue
+        for key, raw in sagas.data._db_for_partition(tp.partition).items(from_key=prefix):
+            if not key.startswith(prefix):
+                break
+            found.append(OrderSaga.model_validate_json(raw))
+    return found
+
+
+async def _gather(request: Request, path: str, local: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Partial aggregates from every worker of the fleet (this one answers from its own partitions)."""
+    me = str(app.conf.canonical_url).rstrip("/")
+    hosts = {str(h).rstrip("/") for h in app.router.table_metadata("order_sagas")} | {me}
+    parts = []
+    for host in sorted(hosts):
+        if host == me:
+            parts.append(local())
+            continue
+        headers = {"Authorization": request.headers.get("Authorization", "")}
+        async with app.http_client.get(f"{host}{path}", headers=headers) as response:
+            if response.status != 200:
+                raise HttpError(503, f"worker {host} could not answer ({response.status}); try again")
+            parts.append(await response.json())
+    return parts
+
+
+@api("/v1/internal/tenants/{tenant}/reports/backorders/partial")
+async def backorder_report_partial(view: View, request: Request, params: dict[str, str]) -> Response:
+    return view.json(reports.backorder_partial(_local_sagas(params["tenant"])))
+
+
+async def _backorder_report(request: Request, tenant: str) -> dict[str, Any]:
+    parts = await _gather(
+        request,
+        f"/v1/internal/tenants/{tenant}/reports/backorders/partial",
+        lambda: reports.backorder_partial(_local_sagas(tenant)),
+    )
+    return reports.merge_backorder_partials(parts)
+
+
+@api("/v1/tenants/{tenant}/reports/backorders")
+async def backorder_report(view: View, request: Request, params: dict[str, str]) -> Response:
+    report = await _backorder_report(request, params["tenant"])
+    return view.json({"tenant_id": params["tenant"], **report, "as_of": datetime.now(UTC).isoformat()})
+
+
+@api("/v1/tenants/{tenant}/backorders/process")
+async def process_backorders(view: View, request: Request, params: dict[str, str]) -> Response:
+    """Ask every SKU partition to give free stock to the tenant's queues again, then report which
+    backorders that filled and which still wait (the queues also fill by themselves as stock arrives)."""
+    if request.method != "POST":
+        raise HttpError(405, "use POST")
+    tenant = params["tenant"]
+    before = await _backorder_report(request, tenant)
+    pending = set(before["ids_by_status"].get("PENDING", []))
+    now = datetime.now(UTC)
+    command = ProcessBackorders(
+        command_id=event_id("ProcessBackorders", tenant, now.isoformat()), tenant_id=tenant, issued_at=now
+    )
+    for partition in range(topology["sku_commands"].partitions):
+        await topics["sku_commands"].send(
+            key=b"\x00process|" + tenant.encode(), value=wrap("ProcessBackorders", command, None), partition=partition
+        )
+    after = before
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:  # let the fills travel back to the order sagas
+        await asyncio.sleep(0.5)
+        after = await _backorder_report(request, tenant)
+    still = sorted(pending & set(after["ids_by_status"].get("PENDING", [])))
+    fulfilled = sorted(pending & set(after["ids_by_status"].get("FULFILLED", [])))
+    return view.json(
+        {
+            "processed_count": len(pending),
+            "fulfilled_count": len(fulfilled),
+            "still_pending_count": len(still),
+            "fulfilled_backorders": fulfilled,
+            "still_pending_backorders": still,
+        }
+    )

@@ -1,4 +1,5 @@
-"""Commands and replies the fleet sends itself between partitions (order saga, customers, SKU ledgers).
+"""Commands and replies the fleet sends itself between partitions (order saga, customers, SKU ledgers,
+opportunities).
 
 Each carries a deterministic `command_id`, so a re-sent command is recognised where it lands.
 """
@@ -90,6 +91,9 @@ class ReserveStock(Command):
     backorder: bool = False
     tier: Tier = "BRONZE"
     ordered_at: datetime | None = None
+    # The opportunity the order converts: its soft holds on this SKU count as free for the order and become
+    # the order's reservation as it takes them.
+    opportunity_id: str | None = None
 
 
 class ReleaseStock(Command):
@@ -150,8 +154,90 @@ class StockLost(Command):
     message: str = ""
 
 
+class SoftLine(Model):
+    """A quantity of one SKU at one location, held (or asked for) by an opportunity."""
+
+    location: str
+    quantity: int
+
+
+class SoftReserve(Command):
+    """Opportunity -> SKU ledger: make the opportunity's soft holds on this SKU exactly these lines (one per
+    location; all of them or none; an empty tuple releases). Replaces what it held on this SKU before.
+
+    `converted` is what the opportunity knows orders naming it hold here (per location); what such orders hold
+    that the opportunity had not heard of yet is taken off `lines`, so the same demand is never held twice
+    (once by the order, once softly)."""
+
+    kind: Literal["SoftReserve"] = "SoftReserve"
+    opportunity_id: str
+    sku: str
+    lines: tuple[SoftLine, ...]
+    converted: tuple[SoftLine, ...] = ()
+    probability: float
+    expires_at: datetime | None = None
+    customer_id: str = ""
+
+
+class SoftRelease(Command):
+    """Opportunity -> SKU ledger: drop every soft hold of the opportunity on this SKU."""
+
+    kind: Literal["SoftRelease"] = "SoftRelease"
+    opportunity_id: str
+    sku: str
+    reason: str
+
+
+class SoftReserved(Command):
+    """SKU ledger -> opportunity: whether the soft holds were placed; what the opportunity holds on this SKU
+    now (when accepted), or the shortages (when not)."""
+
+    kind: Literal["SoftReserved"] = "SoftReserved"
+    opportunity_id: str
+    sku: str
+    request_id: str
+    accepted: bool
+    held: tuple[SoftLine, ...] = ()
+    shortages: tuple[LineShortage, ...] = ()
+
+
+class OpportunityConverted(Command):
+    """SKU ledger -> opportunity: an order naming the opportunity reserved on this SKU. `ordered` is what the
+    order now holds here per location (that much of the opportunity's demand is an order now: never held
+    softly again); `items` is what of that it took over from the opportunity's soft holds (may be empty,
+    e.g. when the holds had been pre-empted)."""
+
+    kind: Literal["OpportunityConverted"] = "OpportunityConverted"
+    opportunity_id: str
+    sku: str
+    order_id: str
+    items: tuple[SoftLine, ...]
+    ordered: tuple[SoftLine, ...] = ()
+    cause_id: str  # the ledger command that converted (to re-send this notice when it is redelivered)
+
+
+class OpportunityPreempted(Command):
+    """SKU ledger -> opportunity: whole soft holds of the opportunity on this SKU were dropped, because a firm
+    order was short (`order_id`) or a physical count fell below what was committed (`movement_id`)."""
+
+    kind: Literal["OpportunityPreempted"] = "OpportunityPreempted"
+    opportunity_id: str
+    sku: str
+    order_id: str = ""
+    movement_id: str = ""
+    items: tuple[SoftLine, ...]
+    cause_id: str
+    message: str = ""
+
+
+class ProcessBackorders(Command):
+    """Operator -> every SKU partition: give free stock to the tenant's backorder queues again now."""
+
+    kind: Literal["ProcessBackorders"] = "ProcessBackorders"
+
+
 class ExpiryTick(Command):
-    """Timer -> one order partition: reservations due by `issued_at` expire."""
+    """Timer -> one order or opportunity partition: reservations and soft holds due by `issued_at` expire."""
 
     kind: Literal["ExpiryTick"] = "ExpiryTick"
 
@@ -166,7 +252,13 @@ InternalCommand = (
     | StockReserved
     | StockLost
     | BackorderFilled
+    | SoftReserve
+    | SoftRelease
+    | SoftReserved
+    | OpportunityConverted
+    | OpportunityPreempted
     | ExpiryTick
+    | ProcessBackorders
 )
 INTERNAL_KINDS = frozenset(
     (
@@ -179,7 +271,13 @@ INTERNAL_KINDS = frozenset(
         "StockReserved",
         "StockLost",
         "BackorderFilled",
+        "SoftReserve",
+        "SoftRelease",
+        "SoftReserved",
+        "OpportunityConverted",
+        "OpportunityPreempted",
         "ExpiryTick",
+        "ProcessBackorders",
     )
 )
 

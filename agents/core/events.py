@@ -506,3 +506,59 @@ class BackorderFulfilled(BackorderOutput):
 
 class BackorderCancelled(BackorderOutput):
     event_type: Literal["BackorderCancelled"] = "BackorderCancelled"
+
+
+# ---- opportunities (soft holds) --------------------------------------------------------------------------
+
+
+class OpportunityLine(Model):
+    """An opportunity item: a quantity of a SKU at a location, at the quoted unit price."""
+
+    sku: str
+    location: str
+    quantity: int
+    unit_price: Decimal
+
+
+class OpportunityOutput(Output):
+    opportunity_id: str
+    customer_id: str
+    stage: Stage
+    probability: float
+    items: tuple[OpportunityLine, ...]
+
+
+class OpportunityInventoryAllocated(OpportunityOutput):
+    """Every item of a likely opportunity is soft-held (counts against available-to-promise)."""
+
+    event_type: Literal["OpportunityInventoryAllocated"] = "OpportunityInventoryAllocated"
+    reserved_until: AwareDatetime  # the end of expected_close_date (UTC): the holds expire then
+
+
+OpportunityReleaseReason = Literal["LOST", "BELOW_THRESHOLD", "EXPIRED", "CONVERTED", "CHANGED", "STOCK_LOST"]
+
+
+class OpportunityInventoryReleased(OpportunityOutput):
+    """Soft holds given back: `items` are the quantities released (for CONVERTED: taken over by `order_id`)."""
+
+    event_type: Literal["OpportunityInventoryReleased"] = "OpportunityInventoryReleased"
+    reason: OpportunityReleaseReason
+    message: str = ""
+    order_id: str | None = None
+
+
+class OpportunityInventoryRejected(OpportunityOutput):
+    """The opportunity holds nothing: too unlikely, lost, or not all of its items could be held."""
+
+    event_type: Literal["OpportunityInventoryRejected"] = "OpportunityInventoryRejected"
+    reason: Literal["LOW_PROBABILITY", "CLOSED_LOST", "INSUFFICIENT_INVENTORY"]
+    message: str
+    unavailable_items: tuple[UnavailableItem, ...] = ()
+
+
+class OpportunityInventoryPreempted(OpportunityOutput):
+    """A firm order that was short took these soft holds (`items`, whole holds per location)."""
+
+    event_type: Literal["OpportunityInventoryPreempted"] = "OpportunityInventoryPreempted"
+    order_id: str
+    message: str = ""

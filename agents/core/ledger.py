@@ -4,6 +4,24 @@
 A command the ledger has already applied (same movement or event id inside the dedup window) changes
 nothing and re-publishes the current availability, whose event id depends only on the ledger version,
 so consumers see the very same event again.
+
+Opportunity soft holds are reservations of kind OPPORTUNITY, one per opportunity and location (`SoftReserve`,
+`SoftRelease`). They count against available-to-promise like order reservations, with three rules:
+
+* Queued backorders come before soft holds: a soft hold only takes stock beyond what queued backorder lines
+  at the location wait for, and backorders (policy BACKORDER) never take or pre-empt a soft hold. Arriving
+  stock therefore fills the queue first (fill_backorders runs after every change, before any later
+  SoftReserve can see the stock).
+* Conversion: a ReserveStock naming an opportunity counts that opportunity's soft holds on the SKU as free
+  for the order, and the order's reservation takes them over: per location, the hold shrinks by what the
+  order takes beyond what it already held there; what remains of the hold stays. The opportunity is told
+  what the order holds and what of it came out of the hold (OpportunityConverted), and the ledger remembers
+  the former, so a SoftReserve sent before the opportunity heard of it does not hold that demand again.
+* Pre-emption: a firm ReserveStock (not backorder) short at a location drops whole soft holds of other
+  opportunities there, lowest probability first (ties: newest first), until the order fits; if even all
+  of them would not be enough, the order is refused as before and nothing is dropped. Each opportunity
+  that lost holds is told (OpportunityPreempted). A physical count below what is committed drops soft holds
+  before orders (see _deallocate) and tells the opportunities the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -21,8 +39,14 @@ from agents.core.commands import (
     ConsumeStock,
     LineRequest,
     LineShortage,
+    OpportunityConverted,
+    OpportunityPreempted,
     ReleaseStock,
     ReserveStock,
+    SoftLine,
+    SoftRelease,
+    SoftReserve,
+    SoftReserved,
     StockLost,
     StockReserved,
 )
@@ -43,13 +67,24 @@ from agents.core.ids import event_id
 DEFAULT_DEDUP_WINDOW = 512
 PRIORITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "URGENT": 3}
 RECENT_LOST_KEPT = 32
+RECENT_SOFT_KEPT = 64  # notices to opportunities kept to re-send when their command is redelivered
+CONVERSIONS_KEPT = 256  # (opportunity, order, location) totals kept (see SoftReserve.converted)
 TIER_RANK = {"BRONZE": 0, "SILVER": 1, "GOLD": 2, "PLATINUM": 3}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Movement = StockReceived | StockAdjusted | StockCounted
 LedgerCommand = (
-    ProductUpserted | StockReceived | StockAdjusted | StockCounted | ReserveStock | ReleaseStock | ConsumeStock
+    ProductUpserted
+    | StockReceived
+    | StockAdjusted
+    | StockCounted
+    | ReserveStock
+    | ReleaseStock
+    | ConsumeStock
+    | SoftReserve
+    | SoftRelease
 )
+SoftNotice = Annotated[OpportunityConverted | OpportunityPreempted, Field(discriminator="kind")]
 
 
 class Product(Model):
@@ -69,6 +104,7 @@ class Reservation(Model):
     priority: Priority = "MEDIUM"
     customer_id: str = ""
     reserved_at: datetime | None = None
+    probability: float | None = None  # soft holds: the opportunity's win probability (pre-emption order)
 
 
 class QueuedLine(Model):
@@ -98,6 +134,10 @@ class SkuLedger(Model):
     reservations: dict[str, Reservation] = Field(default_factory=dict)
     backorders: tuple[QueuedLine, ...] = ()  # in queue order
     recent_lost: tuple[StockLost, ...] = ()  # what recent counts told orders, to tell them again on redelivery
+    recent_soft: tuple[SoftNotice, ...] = ()  # what recent commands told opportunities, likewise
+    # "opportunity|order|location" -> units the order naming the opportunity holds there (the latest
+    # CONVERSIONS_KEPT): that much of the opportunity's demand is an order now.
+    soft_converted: dict[str, int] = Field(default_factory=dict)
     # Recently applied command ids, oldest first, bounded by the dedup window.
     processed: tuple[str, ...] = ()
     # The command that produced this version and when: the availability of a version is a pure function
@@ -120,6 +160,9 @@ class SkuLedger(Model):
 
     def has_processed(self, command_id: str) -> bool:
         return command_id in self.processed
+
+    def backordered(self, location: str) -> int:
+        return sum(q.quantity for q in self.backorders if q.location == location)
 
 
 class BusinessRuleViolation(ValueError):
@@ -145,7 +188,7 @@ def new_ledger(tenant_id: str, sku: str) -> SkuLedger:
 def command_id(command: LedgerCommand) -> str:
     if isinstance(command, ProductUpserted):
         return f"product:{command.event_id}"
-    if isinstance(command, ReserveStock | ReleaseStock | ConsumeStock):
+    if isinstance(command, ReserveStock | ReleaseStock | ConsumeStock | SoftReserve | SoftRelease):
         return f"cmd:{command.command_id}"
     return f"movement:{command.movement_id}"
 
@@ -229,14 +272,18 @@ def _handle(ledger: SkuLedger, command: LedgerCommand, now: datetime, dedup_wind
         return _release(ledger, command, cid, now, dedup_window)
     if isinstance(command, ConsumeStock):
         return _consume(ledger, command, cid, now, dedup_window)
+    if isinstance(command, SoftReserve):
+        return _soft_reserve(ledger, command, cid, now, dedup_window)
+    if isinstance(command, SoftRelease):
+        return _soft_release(ledger, command, cid, now, dedup_window)
     if ledger.has_processed(cid):
-        # Re-send what the first attempt told orders (the send may have been lost in a crash).
+        # Re-send what the first attempt told orders and opportunities (the send may have been lost in a crash).
         again: list[Command] = [
             lost
             for lost in ledger.recent_lost
             if isinstance(command, StockCounted) and lost.movement_id == command.movement_id
         ]
-        return LedgerResult(ledger, [availability(ledger)], again, duplicate=True)
+        return LedgerResult(ledger, [availability(ledger)], [*again, *_notices_of(ledger, cid)], duplicate=True)
     changes: dict[str, object] = {}
     if isinstance(command, ProductUpserted):
         changes["product"] = Product(
@@ -268,20 +315,36 @@ def _deallocate(ledger: SkuLedger, count: StockCounted, now: datetime) -> tuple[
     victims = sorted(
         holders.items(),
         key=lambda item: (
-            item[0][0] == "ORDER",  # soft holds go first
+            item[0][0] == "ORDER",  # soft holds go first, the least likely first
             PRIORITY_RANK[item[1][0].priority],
+            item[1][0].probability or 0.0,
             -(item[1][0].reserved_at or EPOCH).timestamp(),
             item[0][1],
         ),
     )
     dropped: set[str] = set()
     lost: list[Command] = []
+    notices: list[OpportunityConverted | OpportunityPreempted] = []
     for (kind, owner), held in victims:
         if deficit <= 0:
             break
         quantity = sum(r.quantity for r in held)
         deficit -= quantity
         dropped.update(r.reservation_id for r in held)
+        if kind == "OPPORTUNITY":
+            notices.append(
+                OpportunityPreempted(
+                    command_id=event_id("OpportunityPreempted", ledger.tenant_id, owner, ledger.sku, count.movement_id),
+                    tenant_id=ledger.tenant_id,
+                    issued_at=now,
+                    opportunity_id=owner,
+                    sku=ledger.sku,
+                    movement_id=count.movement_id,
+                    items=(SoftLine(location=location, quantity=quantity),),
+                    cause_id=f"movement:{count.movement_id}",
+                    message=f"count {count.movement_id} found {count.quantity} at {location}, below what was committed",
+                )
+            )
         if kind == "ORDER":
             lost.append(
                 StockLost(
@@ -298,7 +361,9 @@ def _deallocate(ledger: SkuLedger, count: StockCounted, now: datetime) -> tuple[
             )
     kept = {rid: r for rid, r in ledger.reservations.items() if rid not in dropped}
     recent = (*ledger.recent_lost, *lost)[-RECENT_LOST_KEPT:]
-    return ledger.model_copy(update={"reservations": kept, "recent_lost": recent}), lost
+    soft = (*ledger.recent_soft, *notices)[-RECENT_SOFT_KEPT:]
+    nxt = ledger.model_copy(update={"reservations": kept, "recent_lost": recent, "recent_soft": soft})
+    return nxt, [*lost, *notices]
 
 
 def _next_version(
@@ -323,10 +388,46 @@ def order_reservations(ledger: SkuLedger, order_id: str) -> dict[str, Reservatio
     return {rid: r for rid, r in ledger.reservations.items() if r.kind == "ORDER" and r.owner_id == order_id}
 
 
+def soft_reservation_id(opportunity_id: str, location: str) -> str:
+    """One soft hold per opportunity and location; `|` never occurs in an id, so this never collides with
+    an order's `order/line` reservation id."""
+    return f"opportunity|{opportunity_id}|{location}"
+
+
+def opportunity_reservations(ledger: SkuLedger, opportunity_id: str | None) -> dict[str, Reservation]:
+    if not opportunity_id:
+        return {}
+    return {
+        rid: r for rid, r in ledger.reservations.items() if r.kind == "OPPORTUNITY" and r.owner_id == opportunity_id
+    }
+
+
+def _per_location(reservations: dict[str, Reservation]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in reservations.values():
+        out[r.location] = out.get(r.location, 0) + r.quantity
+    return out
+
+
+def served(ledger: SkuLedger, opportunity_id: str, location: str) -> int:
+    """Units that orders naming the opportunity hold at the location (as far as the ledger remembers)."""
+    total = 0
+    for key, quantity in ledger.soft_converted.items():
+        opp, _, loc = key.split("|")
+        if opp == opportunity_id and loc == location:
+            total += quantity
+    return total
+
+
+def _notices_of(ledger: SkuLedger, cid: str) -> list[Command]:
+    return [n for n in ledger.recent_soft if n.cause_id == cid]
+
+
 def _shortages(ledger: SkuLedger, command: ReserveStock) -> list[LineShortage]:
     """Per location, the request's total against what is free there (what the order already holds on
-    this SKU counts as free for it)."""
+    this SKU, and the soft holds of the opportunity it names, count as free for it)."""
     held = order_reservations(ledger, command.order_id)
+    soft = _per_location(opportunity_reservations(ledger, command.opportunity_id))
     required: dict[str, int] = {}
     line_ids: dict[str, list[str]] = {}
     for line in command.lines:
@@ -334,7 +435,7 @@ def _shortages(ledger: SkuLedger, command: ReserveStock) -> list[LineShortage]:
         line_ids.setdefault(line.location, []).append(line.line_id)
     short = []
     for location, need in required.items():
-        mine = sum(r.quantity for r in held.values() if r.location == location)
+        mine = sum(r.quantity for r in held.values() if r.location == location) + soft.get(location, 0)
         free = max(ledger.available(location) + mine, 0)
         if need > free:
             short.append(
@@ -376,6 +477,7 @@ def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, 
         msg = f"order {command.order_id} was released on {ledger.sku}; it cannot reserve again"
         seen = ledger if duplicate else ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
         return LedgerResult(seen, [], [_reply(ledger, command, False, now, message=msg)], duplicate=duplicate)
+    again = _notices_of(ledger, cid)  # conversions and pre-emptions the first attempt told opportunities
     if duplicate and command.backorder:
         waiting = tuple(
             LineRequest(line_id=q.line_id, sku=ledger.sku, quantity=q.quantity, location=q.location)
@@ -383,22 +485,27 @@ def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, 
             if q.order_id == command.order_id
         )
         return LedgerResult(
-            ledger, [availability(ledger)], [_reply(ledger, command, True, now, backordered=waiting)], True
+            ledger, [availability(ledger)], [_reply(ledger, command, True, now, backordered=waiting), *again], True
         )
     if duplicate:
         # A re-sent request: answer as the ledger stands, without changing it.
         if _holds_exactly(ledger, command.order_id, command.lines):
-            return LedgerResult(ledger, [availability(ledger)], [_reply(ledger, command, True, now)], duplicate=True)
+            reply = _reply(ledger, command, True, now)
+            return LedgerResult(ledger, [availability(ledger)], [reply, *again], duplicate=True)
         reply = _reply(ledger, command, False, now, shortages=tuple(_shortages(ledger, command)))
-        return LedgerResult(ledger, [], [reply], duplicate=True)
+        return LedgerResult(ledger, [], [reply, *again], duplicate=True)
     if command.backorder:
         return _reserve_or_queue(ledger, command, cid, now, window)
     short = _shortages(ledger, command)
-    if short:
+    victims = _preemption_victims(ledger, command, short) if short else []
+    if victims is None:
         seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
         return LedgerResult(seen, [], [_reply(ledger, command, False, now, shortages=tuple(short))])
+    dropped = {r.reservation_id for r in victims}
     kept = {
-        rid: r for rid, r in ledger.reservations.items() if not (r.kind == "ORDER" and r.owner_id == command.order_id)
+        rid: r
+        for rid, r in ledger.reservations.items()
+        if not (r.kind == "ORDER" and r.owner_id == command.order_id) and rid not in dropped
     }
     for line in command.lines:
         rid = reservation_id(command.order_id, line.line_id)
@@ -413,8 +520,126 @@ def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, 
             customer_id=command.customer_id,
             reserved_at=now,
         )
-    nxt = _next_version(ledger, {"reservations": kept}, cid, command.command_id, now, window)
-    return LedgerResult(nxt, [availability(nxt)], [_reply(nxt, command, True, now)])
+    need: dict[str, int] = {}
+    for line in command.lines:
+        need[line.location] = need.get(line.location, 0) + line.quantity
+    changes, converted = _convert(ledger, kept, command, need, cid, now)
+    notices: list[Command] = [*_preempted(ledger, command, victims, short, cid, now), *converted]
+    if notices:
+        changes["recent_soft"] = (*ledger.recent_soft, *notices)[-RECENT_SOFT_KEPT:]
+    nxt = _next_version(ledger, changes, cid, command.command_id, now, window)
+    return LedgerResult(nxt, [availability(nxt)], [_reply(nxt, command, True, now), *notices])
+
+
+def _preemption_victims(
+    ledger: SkuLedger, command: ReserveStock, short: list[LineShortage]
+) -> list[Reservation] | None:
+    """The whole soft holds (of opportunities other than the one the order names) to drop so that the order
+    fits at every short location, lowest probability first, newest first among equals; None if even all
+    of them at some location would not be enough."""
+    victims: list[Reservation] = []
+    for shortage in short:
+        candidates = sorted(
+            (
+                r
+                for r in ledger.reservations.values()
+                if r.kind == "OPPORTUNITY" and r.location == shortage.location and r.owner_id != command.opportunity_id
+            ),
+            key=lambda r: (r.probability or 0.0, -(r.reserved_at or EPOCH).timestamp(), r.reservation_id),
+        )
+        freed = 0
+        for r in candidates:
+            if freed >= shortage.shortfall:
+                break
+            victims.append(r)
+            freed += r.quantity
+        if freed < shortage.shortfall:
+            return None
+    return victims
+
+
+def _preempted(
+    ledger: SkuLedger,
+    command: ReserveStock,
+    victims: list[Reservation],
+    short: list[LineShortage],
+    cid: str,
+    now: datetime,
+) -> list[OpportunityPreempted]:
+    by_owner: dict[str, list[Reservation]] = {}
+    for r in victims:
+        by_owner.setdefault(r.owner_id, []).append(r)
+    shortfall = {s.location: s.shortfall for s in short}
+    return [
+        OpportunityPreempted(
+            command_id=event_id("OpportunityPreempted", command.command_id, owner),
+            tenant_id=ledger.tenant_id,
+            issued_at=now,
+            opportunity_id=owner,
+            sku=ledger.sku,
+            order_id=command.order_id,
+            items=tuple(SoftLine(location=r.location, quantity=r.quantity) for r in sorted(held, key=_by_location)),
+            cause_id=cid,
+            message="; ".join(
+                f"order {command.order_id} was {shortfall[r.location]} short at {r.location}" for r in held
+            ),
+        )
+        for owner, held in sorted(by_owner.items())
+    ]
+
+
+def _by_location(r: Reservation) -> str:
+    return r.location
+
+
+def _convert(
+    ledger: SkuLedger,
+    reservations: dict[str, Reservation],
+    command: ReserveStock,
+    taken: dict[str, int],
+    cid: str,
+    now: datetime,
+) -> tuple[dict[str, object], list[OpportunityConverted]]:
+    """The order takes over the soft holds of the opportunity it names: per location, what it takes beyond
+    what it already held there comes out of the hold first (only up to the hold; the rest of the hold
+    stays). Returns the ledger changes and the OpportunityConverted notice (sent whenever the order names
+    the opportunity, so that it learns what the order holds even when nothing came out of its holds)."""
+    changes: dict[str, object] = {"reservations": reservations}
+    opportunity = command.opportunity_id
+    if not opportunity:
+        return changes, []
+    before = _per_location(order_reservations(ledger, command.order_id))
+    items: list[SoftLine] = []
+    for rid, hold in sorted(opportunity_reservations(ledger, opportunity).items()):
+        take = min(hold.quantity, max(taken.get(hold.location, 0) - before.get(hold.location, 0), 0))
+        if take == 0:
+            continue
+        if take == hold.quantity:
+            del reservations[rid]
+        else:
+            reservations[rid] = hold.model_copy(update={"quantity": hold.quantity - take})
+        items.append(SoftLine(location=hold.location, quantity=take))
+    converted = dict(ledger.soft_converted)
+    for location in sorted(set(before) | set(taken)):
+        key = f"{opportunity}|{command.order_id}|{location}"
+        converted.pop(key, None)
+        if taken.get(location, 0):
+            converted[key] = taken[location]  # (re-)inserted last: the most recent are the ones kept
+    changes["soft_converted"] = dict(list(converted.items())[-CONVERSIONS_KEPT:])
+    ordered = tuple(SoftLine(location=loc, quantity=q) for loc, q in sorted(taken.items()) if q)
+    return changes, [
+        OpportunityConverted(
+            command_id=event_id("OpportunityConverted", command.command_id, opportunity),
+            tenant_id=ledger.tenant_id,
+            issued_at=now,
+            opportunity_id=opportunity,
+            sku=ledger.sku,
+            order_id=command.order_id,
+            items=tuple(items),
+            ordered=ordered,
+            cause_id=cid,
+        )
+    ]
 
 
 def _consume(ledger: SkuLedger, command: ConsumeStock, cid: str, now: datetime, window: int) -> LedgerResult:
@@ -447,11 +672,14 @@ def _reserve_or_queue(ledger: SkuLedger, command: ReserveStock, cid: str, now: d
     kept = {rid: r for rid, r in ledger.reservations.items() if rid not in mine}
     queue = [q for q in ledger.backorders if q.order_id != command.order_id]
     base = ledger.model_copy(update={"reservations": kept, "backorders": ()})
-    free = {loc: base.available(loc) for loc in {ln.location for ln in command.lines}}
+    soft = _per_location(opportunity_reservations(ledger, command.opportunity_id))  # converted as taken
+    free = {loc: base.available(loc) + soft.get(loc, 0) for loc in {ln.location for ln in command.lines}}
     queued: list[LineRequest] = []
+    taken: dict[str, int] = {}
     for line in command.lines:
         take = min(line.quantity, max(free[line.location], 0))
         free[line.location] -= take
+        taken[line.location] = taken.get(line.location, 0) + take
         rid = reservation_id(command.order_id, line.line_id)
         if take:
             kept[rid] = Reservation(
@@ -480,9 +708,13 @@ def _reserve_or_queue(ledger: SkuLedger, command: ReserveStock, cid: str, now: d
                     queued_at=command.ordered_at or now,
                 )
             )
-    changes: dict[str, object] = {"reservations": kept, "backorders": tuple(sorted(queue, key=QueuedLine.sort_key))}
+    changes, notices = _convert(ledger, kept, command, taken, cid, now)
+    changes["backorders"] = tuple(sorted(queue, key=QueuedLine.sort_key))
+    if notices:
+        changes["recent_soft"] = (*ledger.recent_soft, *notices)[-RECENT_SOFT_KEPT:]
     nxt = _next_version(ledger, changes, cid, command.command_id, now, window)
-    return LedgerResult(nxt, [availability(nxt)], [_reply(nxt, command, True, now, backordered=tuple(queued))])
+    reply = _reply(nxt, command, True, now, backordered=tuple(queued))
+    return LedgerResult(nxt, [availability(nxt)], [reply, *notices])
 
 
 def _release(ledger: SkuLedger, command: ReleaseStock, cid: str, now: datetime, window: int) -> LedgerResult:
@@ -497,6 +729,106 @@ def _release(ledger: SkuLedger, command: ReleaseStock, cid: str, now: datetime, 
     kept = {rid: r for rid, r in ledger.reservations.items() if rid not in held}
     queue = tuple(q for q in ledger.backorders if q.order_id != command.order_id)
     nxt = _next_version(ledger, {"reservations": kept, "backorders": queue}, marker, command.command_id, now, window)
+    return LedgerResult(nxt, [availability(nxt)])
+
+
+def _soft_wanted(ledger: SkuLedger, command: SoftReserve) -> dict[str, int]:
+    """Per location, what the opportunity asks to hold, less what orders naming it hold there that it had
+    not heard of when it asked (so the same demand is never held twice)."""
+    wanted: dict[str, int] = {}
+    for line in command.lines:
+        wanted[line.location] = wanted.get(line.location, 0) + line.quantity
+    known: dict[str, int] = {}
+    for line in command.converted:
+        known[line.location] = known.get(line.location, 0) + line.quantity
+    out = {}
+    for location, quantity in sorted(wanted.items()):
+        unseen = max(served(ledger, command.opportunity_id, location) - known.get(location, 0), 0)
+        if quantity - unseen > 0:
+            out[location] = quantity - unseen
+    return out
+
+
+def _soft_shortages(ledger: SkuLedger, command: SoftReserve, wanted: dict[str, int]) -> list[LineShortage]:
+    """What the opportunity holds at a location stays free for it; beyond that it may take only what queued
+    backorders there do not wait for."""
+    held = _per_location(opportunity_reservations(ledger, command.opportunity_id))
+    short = []
+    for location, need in sorted(wanted.items()):
+        spare = ledger.available(location) - ledger.backordered(location)
+        free = held.get(location, 0) + max(spare, 0)
+        if need > free:
+            short.append(
+                LineShortage(
+                    line_id="",
+                    sku=ledger.sku,
+                    location=location,
+                    required=need,
+                    available=free,
+                    shortfall=need - free,
+                )
+            )
+    return short
+
+
+def _soft_reply(
+    ledger: SkuLedger, command: SoftReserve, accepted: bool, now: datetime, **fields: object
+) -> SoftReserved:
+    held = _per_location(opportunity_reservations(ledger, command.opportunity_id)) if accepted else {}
+    return SoftReserved(
+        command_id=event_id("SoftReserved", command.command_id, accepted),
+        tenant_id=ledger.tenant_id,
+        issued_at=now,
+        opportunity_id=command.opportunity_id,
+        sku=ledger.sku,
+        request_id=command.command_id,
+        accepted=accepted,
+        held=tuple(SoftLine(location=loc, quantity=q) for loc, q in sorted(held.items())),
+        **fields,
+    )
+
+
+def _soft_reserve(ledger: SkuLedger, command: SoftReserve, cid: str, now: datetime, window: int) -> LedgerResult:
+    """Make the opportunity's soft holds on this SKU exactly what it asks for, all locations or none."""
+    wanted = _soft_wanted(ledger, command)
+    held = opportunity_reservations(ledger, command.opportunity_id)
+    if ledger.has_processed(cid):  # a re-sent request: answer as the ledger stands
+        if _per_location(held) == wanted:
+            reply = _soft_reply(ledger, command, True, now)
+            return LedgerResult(ledger, [availability(ledger)], [reply], duplicate=True)
+        reply = _soft_reply(ledger, command, False, now, shortages=tuple(_soft_shortages(ledger, command, wanted)))
+        return LedgerResult(ledger, [], [reply], duplicate=True)
+    short = _soft_shortages(ledger, command, wanted)
+    if short:
+        seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
+        return LedgerResult(seen, [], [_soft_reply(ledger, command, False, now, shortages=tuple(short))])
+    kept = {rid: r for rid, r in ledger.reservations.items() if rid not in held}
+    for location, quantity in wanted.items():
+        rid = soft_reservation_id(command.opportunity_id, location)
+        before = held.get(rid)
+        kept[rid] = Reservation(
+            reservation_id=rid,
+            kind="OPPORTUNITY",
+            owner_id=command.opportunity_id,
+            quantity=quantity,
+            location=location,
+            expires_at=command.expires_at,
+            customer_id=command.customer_id,
+            reserved_at=before.reserved_at if before is not None and before.reserved_at else now,  # age kept
+            probability=command.probability,
+        )
+    nxt = _next_version(ledger, {"reservations": kept}, cid, command.command_id, now, window)
+    return LedgerResult(nxt, [availability(nxt)], [_soft_reply(nxt, command, True, now)])
+
+
+def _soft_release(ledger: SkuLedger, command: SoftRelease, cid: str, now: datetime, window: int) -> LedgerResult:
+    if ledger.has_processed(cid):
+        return LedgerResult(ledger, [availability(ledger)], duplicate=True)
+    held = opportunity_reservations(ledger, command.opportunity_id)
+    if not held:
+        return LedgerResult(ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]}))
+    kept = {rid: r for rid, r in ledger.reservations.items() if rid not in held}
+    nxt = _next_version(ledger, {"reservations": kept}, cid, command.command_id, now, window)
     return LedgerResult(nxt, [availability(nxt)])
 
 

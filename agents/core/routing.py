@@ -8,11 +8,16 @@ from agents.core.commands import (
     BackorderFilled,
     Command,
     ConsumeStock,
+    OpportunityConverted,
+    OpportunityPreempted,
     OrderPriced,
     PriceOrder,
     ReleaseCredit,
     ReleaseStock,
     ReserveStock,
+    SoftRelease,
+    SoftReserve,
+    SoftReserved,
     StockLost,
     StockReserved,
 )
@@ -24,6 +29,7 @@ from agents.core.events import (
     FulfillmentOutput,
     FulfillmentStarted,
     InputEvent,
+    OpportunityOutput,
     OpportunityUpserted,
     OrderCancelled,
     OrderOutput,
@@ -79,8 +85,10 @@ def route_command(command: Command) -> Route:
             return Route("customer_commands", command.tenant_id, command.customer_id)
         case OrderPriced() | StockReserved() | StockLost() | BackorderFilled():
             return Route("order_commands", command.tenant_id, command.order_id)
-        case ReserveStock() | ReleaseStock() | ConsumeStock():
+        case ReserveStock() | ReleaseStock() | ConsumeStock() | SoftReserve() | SoftRelease():
             return Route("sku_commands", command.tenant_id, command.sku)
+        case SoftReserved() | OpportunityConverted() | OpportunityPreempted():
+            return Route("opportunity_commands", command.tenant_id, command.opportunity_id)
     raise TypeError(f"no route for {type(command).__name__}")
 
 
@@ -94,4 +102,6 @@ def output_topic(output: Output) -> tuple[str, str]:
         return "availability", output.sku
     if isinstance(output, OrderOutput):
         return "allocations", output.order_id
+    if isinstance(output, OpportunityOutput):
+        return "allocations", output.opportunity_id
     raise TypeError(f"no output topic for {type(output).__name__}")

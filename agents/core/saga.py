@@ -148,6 +148,9 @@ class OrderSaga(Model):
     backorder_id: str = ""
     waiting: tuple[str, ...] = ()  # "sku|line_id" of backordered lines not filled yet
     backorder_items: tuple[BackorderItem, ...] = ()
+    backorder_status: str = ""  # PENDING, FULFILLED or CANCELLED once the order was backordered
+    backordered_at: datetime | None = None
+    backorder_filled_at: datetime | None = None
     sync_answers: tuple[OrderInventorySynced, ...] = ()  # the latest snapshots' answers
     fulfillments: dict[str, fulfil.Fulfillment] = Field(default_factory=dict)
     consumed: dict[str, int] = Field(default_factory=dict)  # line id -> quantity issued by fulfillments
@@ -407,6 +410,7 @@ def _reserve_requests(
             backorder=backorder,
             tier=saga.tier,
             ordered_at=saga.order_date,
+            opportunity_id=saga.opportunity_id,
         )
         for sku in wanted
     ]
@@ -446,10 +450,10 @@ def _reserved(saga: OrderSaga, reply: StockReserved, now: datetime) -> SagaResul
     )
     if not current:
         if reply.accepted and saga.status in TERMINAL:
-            # A reservation that landed after the order ended: give the stock back.
-            return SagaResult(
-                saga, [], _release_stock(saga, {reply.sku}, saga.status, now), note="late reservation released"
-            )
+            # A reservation that landed after the order ended (or a redelivered one): give the stock back,
+            # and the credit too, in case the first release was lost in a crash.
+            commands = [*_release_stock(saga, {reply.sku}, saga.status, now), _release_credit(saga, saga.status, now)]
+            return SagaResult(saga, [], commands, note="late reservation released")
         return resend(saga, now, "stale or repeated StockReserved")
     assert round_ is not None
     if reply.sku in round_.replies:
@@ -489,6 +493,8 @@ def _backordered(saga: OrderSaga, queued: list[tuple[str, LineRequest]], now: da
     nxt = _bump(
         saga,
         status="BACKORDERED",
+        backorder_status="PENDING",
+        backordered_at=now,
         backorder_id=backorder_id,
         backorder_items=items,
         waiting=tuple(f"{sku}|{ln.line_id}" for sku, ln in queued),
@@ -524,7 +530,9 @@ def _backorder_filled(saga: OrderSaga, filled: BackorderFilled, now: datetime, h
     waiting = tuple(w for w in saga.waiting if w != f"{filled.sku}|{filled.line_id}")
     if waiting:
         return SagaResult(_bump(saga, seen, waiting=waiting))
-    done = _bump(saga, seen, waiting=(), reserved_until=now + hold)
+    done = _bump(
+        saga, seen, waiting=(), reserved_until=now + hold, backorder_status="FULFILLED", backorder_filled_at=now
+    )
     allocated = _allocated(done, now)
     fulfilled = _backorder_event(BackorderFulfilled, done, now, filled.command_id)
     final = done.model_copy(update={"status": "INVENTORY_ALLOCATED", "last_event": allocated})
@@ -630,6 +638,7 @@ def _end(
     done = _bump(saga, seen, status=status, round=None, **outcome_update, **changes)
     outputs: list[Output] = [released]
     if saga.status == "BACKORDERED":
+        done = done.model_copy(update={"backorder_status": "CANCELLED"})
         outputs.append(_backorder_event(BackorderCancelled, done, now, causation, reason))
     return SagaResult(done, outputs, commands)
 

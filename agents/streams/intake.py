@@ -15,7 +15,15 @@ from agents.envelope import SourceRef, wrap
 from agents.metrics import EVENTS_PROCESSED, PROCESSING_SECONDS
 
 # The inputs whose owners run in this fleet today; the others join as their flows land.
-ACTIVE_INPUTS = ("products", "stock_movements", "customers", "customer_pricing", "orders", "shipments")
+ACTIVE_INPUTS = (
+    "products",
+    "stock_movements",
+    "customers",
+    "customer_pricing",
+    "opportunities",
+    "orders",
+    "shipments",
+)
 
 
 async def forward(topic_id: str, event: Any) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from agents.app import app, log, settings, table, topics
 from agents.core import ledger as core
+from agents.core.commands import ProcessBackorders
 from agents.core.ids import split_key
 from agents.envelope import Envelope
 from agents.metrics import DUPLICATES, EVENTS_PROCESSED, PROCESSING_SECONDS
@@ -23,12 +24,40 @@ def load_ledger(key: bytes) -> core.SkuLedger:
     return core.SkuLedger.model_validate_json(raw)
 
 
+async def process_backorders(partition: int, command: ProcessBackorders) -> int:
+    """Re-run the backorder queues of the tenant's ledgers in this partition; returns how many changed."""
+    prefix = f"{command.tenant_id}|".encode()
+    changed = 0
+    for key, raw in list(sku_ledgers.data._db_for_partition(partition).items(from_key=prefix)):
+        if not key.startswith(prefix):
+            break
+        ledger = core.SkuLedger.model_validate_json(raw)
+        filled, replies = core.fill_backorders(ledger, utcnow())
+        if filled is ledger:
+            continue
+        sku_ledgers[key] = filled.model_dump_json().encode()
+        await publish(core.availability(filled))
+        for reply in replies:
+            await send_command(reply, None)
+        changed += 1
+    return changed
+
+
 async def apply_command(event: Any) -> None:
     message = event.message
     started = time.perf_counter()
     envelope: Envelope | None = None
     try:
         envelope, command = read(message)
+        if isinstance(command, ProcessBackorders):
+            changed = await process_backorders(message.partition, command)
+            log.info(
+                "processed backorders of %s on partition %d: %d ledger(s) changed",
+                command.tenant_id,
+                message.partition,
+                changed,
+            )
+            return
         result = core.handle(load_ledger(message.key), command, utcnow(), settings.dedup_window)  # type: ignore[arg-type]
     except core.BusinessRuleViolation as exc:
         await dead_letter_internal("sku_commands", message, envelope, "BusinessRuleViolation", exc.reason)

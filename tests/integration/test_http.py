@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_orders import outcome
+from tests.integration.test_orders import outcome, wait_availability
 from tests.support import events
 from tests.support.fleet import Fleet, wait_until
 
@@ -36,10 +36,21 @@ def two_workers(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         key=events.key("ta", "C1"),
     )
     fleet.flush()
+    # Inputs on different topics race each other: let stock and customers land before the order.
+    wait_availability(fleet, "ta", dict.fromkeys(SKUS, 40))
+    for c in CUSTOMERS:
+        wait_until(
+            lambda c=c: (
+                fleet.workers[0].get(f"/v1/tenants/ta/customers/{c}/credit-impact?sku=S1&quantity=1", token="tok-a")[0]
+                == 200
+            ),
+            60,
+            f"customer {c} and the catalog to be known",
+        )
     order = events.order("ta", "O1", "C1", [("S1", 3), ("S2", 2)])
     fleet.produce("orders", order, key=events.key("ta", "O1"))
     fleet.flush()
-    outcome(fleet, "ta", "O1", "OrderInventoryAllocated", timeout=90)  # the second worker's join may rebalance
+    outcome(fleet, "ta", "O1", "OrderInventoryAllocated", timeout=60)
     yield fleet
     fleet.close()
 
@@ -131,3 +142,81 @@ def test_lag_grows_while_a_worker_is_stopped_and_shrinks_after_it_resumes(two_wo
     wait_until(
         lambda: watcher.metric("inventory_consumer_lag_messages") == 0, 60, "lag to drain after the worker resumed"
     )
+
+
+def post(worker, path: str, token: str):  # type: ignore[no-untyped-def]
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(worker.url(path), method="POST", data=b"")
+    request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, _json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, _json.loads(exc.read())
+
+
+def test_backorder_report_and_manual_processing_span_both_workers(two_workers: Fleet) -> None:
+    fleet = two_workers
+    fleet.produce("products", events.product("tb", "BO", unit_price="10.00"), key=events.key("tb", "BO"))
+    fleet.produce("customers", events.customer("tb", "C1", tier="BRONZE"), key=events.key("tb", "C1"))
+    fleet.flush()
+    wait_until(
+        lambda: (
+            fleet.workers[0].get("/v1/tenants/tb/customers/C1/credit-impact?sku=BO&quantity=1", token="tok-b")[0] == 200
+        ),
+        60,
+        "tb's customer and product to be known",
+    )
+    for order_id, priority in (("B-low", "LOW"), ("B-urgent", "URGENT"), ("B-high", "HIGH")):
+        fleet.produce(
+            "orders",
+            events.order("tb", order_id, "C1", [("BO", 5)], priority=priority, backorder_policy="BACKORDER"),
+            key=events.key("tb", order_id),
+        )
+    fleet.flush()
+    for order_id in ("B-low", "B-urgent", "B-high"):
+        outcome(fleet, "tb", order_id, "OrderBackordered")
+    fleet.produce("stock_movements", events.received("tb", "BO", 5), key=events.key("tb", "BO"))
+    fleet.flush()
+    outcome(fleet, "tb", "B-urgent", "OrderInventoryAllocated")
+    for worker in fleet.workers:
+
+        def report(worker=worker):  # type: ignore[no-untyped-def]
+            status, body = worker.get("/v1/tenants/tb/reports/backorders", token="tok-b")
+            return body if status == 200 and body["by_status"].get("FULFILLED") == 1 else None
+
+        body = wait_until(report, 30, f"the backorder report from {worker.name}")
+        assert body["total_backorders"] == 3
+        assert body["by_priority"] == {"LOW": 1, "URGENT": 1, "HIGH": 1}
+        assert body["by_status"] == {"PENDING": 2, "FULFILLED": 1}
+        assert Decimal(body["total_value"]) == 3 * 5 * 10
+        assert body["average_fulfillment_seconds"] is not None
+    status, processed = post(fleet.workers[1], "/v1/tenants/tb/backorders/process", "tok-b")
+    assert status == 200, processed
+    assert (processed["processed_count"], processed["fulfilled_count"], processed["still_pending_count"]) == (2, 0, 2)
+    assert len(processed["still_pending_backorders"]) == 2
+    status, _ = post(fleet.workers[0], "/v1/tenants/tb/backorders/process", "tok-a")
+    assert status == 403
+
+
+def test_metrics_pass_promtool_check_metrics(two_workers: Fleet) -> None:
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is needed (Debian package prometheus; .ci/run installs it)"
+    for worker in two_workers.workers:
+        status, text = worker.get("/metrics")
+        assert status == 200
+        for name in (
+            "inventory_consumer_lag_messages",
+            "inventory_events_processed_total",
+            "inventory_order_allocation_seconds_bucket",
+        ):
+            assert name in text
+        result = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+        problems = (result.stdout + result.stderr).decode()
+        assert result.returncode == 0, problems

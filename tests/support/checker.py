@@ -46,6 +46,7 @@ def check(
     order_ids: set[str],
     allocations: list[dict[str, Any]],
     availability: list[dict[str, Any]],
+    fulfillments: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> Verdict:
     verdict = Verdict()
     outcomes = placement_outcomes(allocations, tenant)
@@ -83,6 +84,14 @@ def check(
         if order_id not in released:
             for line in record["lines"]:
                 expected[(line["sku"], line["location"])] += line["quantity"]
+    issued = {
+        r["event_id"]: r
+        for r in fulfillments
+        if r["tenant_id"] == tenant and r["event_type"] == "FulfillmentAccepted" and r["order_id"] not in released
+    }
+    for record in issued.values():  # fulfillment issued these units: the reservation became a shipment
+        for item in record["items"]:
+            expected[(item["sku"], item["location"])] -= item["quantity"]
     held = {
         (sku, loc["location"]): loc["reserved"]
         for sku, record in latest.items()

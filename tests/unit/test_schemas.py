@@ -33,7 +33,12 @@ from agents.core.events import (
     FulfillmentItem,
     FulfillmentStarted,
     LocationAvailability,
+    OpportunityInventoryAllocated,
+    OpportunityInventoryPreempted,
+    OpportunityInventoryRejected,
+    OpportunityInventoryReleased,
     OpportunityItem,
+    OpportunityLine,
     OpportunityUpserted,
     OrderAllocationRejected,
     OrderCancelled,
@@ -673,12 +678,94 @@ def order_inventory_synced_factory(**overrides: Any) -> OrderInventorySynced:
     )
 
 
+def _opportunity_common(cause: str) -> dict[str, Any]:
+    return {
+        "event_id": "3b0f6a2e-9c41-5d7e-8f10-2a3b4c5d6e7f",
+        "tenant_id": "acme-eu",
+        "occurred_at": datetime(2025, 3, 14, 9, 26, 53, 120000, tzinfo=UTC),
+        "causation_id": f"evt-{cause.lower()}-0001",
+        "opportunity_id": "OPP-2025-0042",
+        "customer_id": "CUST-1001",
+        "stage": "NEGOTIATION",
+        "probability": 0.65,
+        "items": (
+            OpportunityLine(sku="SKU-WIDGET-042", location="WH-BERLIN", quantity=10, unit_price=Decimal("19.99")),
+            OpportunityLine(sku="SKU-GADGET-007", location="WH-HAMBURG", quantity=2**31 - 1, unit_price=Decimal("0")),
+        ),
+    }
+
+
+def opportunity_inventory_allocated_factory(**overrides: Any) -> OpportunityInventoryAllocated:
+    return OpportunityInventoryAllocated(
+        **{
+            **_opportunity_common("OpportunityUpserted"),
+            "reserved_until": datetime(2025, 4, 1, tzinfo=UTC),
+            **overrides,
+        }
+    )
+
+
+def opportunity_inventory_released_factory(**overrides: Any) -> OpportunityInventoryReleased:
+    return OpportunityInventoryReleased(
+        **{
+            **_opportunity_common("OpportunityConverted"),
+            "reason": "CONVERTED",
+            "message": "order ORD-778899 took over the soft hold",
+            "order_id": "ORD-778899",
+            **overrides,
+        }
+    )
+
+
+def opportunity_inventory_rejected_factory(**overrides: Any) -> OpportunityInventoryRejected:
+    return OpportunityInventoryRejected(
+        **{
+            **_opportunity_common("OpportunityUpserted"),
+            "reason": "INSUFFICIENT_INVENTORY",
+            "message": "1 item(s) short: SKU-GADGET-007@WH-HAMBURG needs 5, 2 available",
+            "unavailable_items": _UNAVAILABLE[:1],
+            **overrides,
+        }
+    )
+
+
+def opportunity_inventory_preempted_factory(**overrides: Any) -> OpportunityInventoryPreempted:
+    return OpportunityInventoryPreempted(
+        **{
+            **_opportunity_common("OpportunityPreempted"),
+            "order_id": "ORD-778899",
+            "message": "order ORD-778899 was 3 short at WH-BERLIN",
+            **overrides,
+        }
+    )
+
+
 # Output record types with a pydantic model: record name -> (topic id, model, sample factory).
 OUTPUT_MODELS: dict[str, tuple[str, type[Output], Callable[..., Output]]] = {
     "OrderInventoryAllocated": ("allocations", OrderInventoryAllocated, order_inventory_allocated_factory),
     "OrderAllocationRejected": ("allocations", OrderAllocationRejected, order_allocation_rejected_factory),
     "OrderInventoryReleased": ("allocations", OrderInventoryReleased, order_inventory_released_factory),
     "OrderInventorySynced": ("allocations", OrderInventorySynced, order_inventory_synced_factory),
+    "OpportunityInventoryAllocated": (
+        "allocations",
+        OpportunityInventoryAllocated,
+        opportunity_inventory_allocated_factory,
+    ),
+    "OpportunityInventoryReleased": (
+        "allocations",
+        OpportunityInventoryReleased,
+        opportunity_inventory_released_factory,
+    ),
+    "OpportunityInventoryRejected": (
+        "allocations",
+        OpportunityInventoryRejected,
+        opportunity_inventory_rejected_factory,
+    ),
+    "OpportunityInventoryPreempted": (
+        "allocations",
+        OpportunityInventoryPreempted,
+        opportunity_inventory_preempted_factory,
+    ),
 }
 
 # (case id, sample): one case per modelled output type, plus variants for defaults and optional fields.
@@ -703,6 +790,22 @@ OUTPUT_MODEL_CASES: list[tuple[str, Callable[[], Output]]] = [
         ),
     ),
     ("OrderInventoryReleased-holding-nothing", lambda: order_inventory_released_factory(reason="EXPIRED", lines=())),
+    (
+        "OpportunityInventoryReleased-expired-with-defaults",
+        lambda: OpportunityInventoryReleased(**{**_opportunity_common("ExpiryTick"), "items": ()}, reason="EXPIRED"),
+    ),
+    (
+        "OpportunityInventoryRejected-low-probability-with-defaults",
+        lambda: OpportunityInventoryRejected(
+            **{**_opportunity_common("OpportunityUpserted"), "probability": 0.0, "stage": "LEAD"},
+            reason="LOW_PROBABILITY",
+            message="probability 0.0 is below the soft-hold threshold 0.3",
+        ),
+    ),
+    (
+        "OpportunityInventoryPreempted-with-defaults",
+        lambda: OpportunityInventoryPreempted(**_opportunity_common("OpportunityPreempted"), order_id="ORD-1"),
+    ),
     (
         "OrderInventorySynced-not-found-with-defaults",
         lambda: OrderInventorySynced(
@@ -796,7 +899,6 @@ _ITEMS = [
 ]
 _SHORT = [{"sku": "SKU-GADGET-007", "location": "WH-HAMBURG", "required": 5, "available": 2, "shortfall": 3}]
 _ORDER = {"order_id": "ORD-778899", "customer_id": "CUST-1001"}
-_OPP = {"opportunity_id": "OPP-2025-0042", "customer_id": "CUST-1001"}
 _FUL = {"fulfillment_id": "FUL-5501", "order_id": "ORD-778899"}
 _BACKORDER = {"backorder_id": "BO-ORD-778899-1", **_ORDER, "priority": "URGENT", "items": _ITEMS}
 
@@ -811,44 +913,6 @@ OUTPUT_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
             priority="URGENT",
             items=_ITEMS[1:],
             opportunity_id=None,
-        ),
-    ),
-    "OpportunityInventoryAllocated": (
-        "allocations",
-        _out(
-            "OpportunityInventoryAllocated",
-            **_OPP,
-            items=_ITEMS,
-            reserved_until="2025-04-30T00:00:00Z",
-        ),
-    ),
-    "OpportunityInventoryReleased": (
-        "allocations",
-        _out(
-            "OpportunityInventoryReleased",
-            **_OPP,
-            reason="CONVERTED",
-            items=_ITEMS,
-            order_id="ORD-778899",
-        ),
-    ),
-    "OpportunityInventoryRejected": (
-        "allocations",
-        _out(
-            "OpportunityInventoryRejected",
-            **_OPP,
-            reason="INSUFFICIENT_INVENTORY",
-            message="SKU-GADGET-007 at WH-HAMBURG: 5 required, 2 available",
-            unavailable_items=_SHORT,
-        ),
-    ),
-    "OpportunityInventoryPreempted": (
-        "allocations",
-        _out(
-            "OpportunityInventoryPreempted",
-            **_OPP,
-            items=_ITEMS[:1],
-            order_id="ORD-778899",
         ),
     ),
     "FulfillmentAccepted": (
