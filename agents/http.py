@@ -25,12 +25,14 @@ from agents.core import customer as customer_core
 from agents.core import reports
 from agents.core.commands import ProcessBackorders
 from agents.core.ids import entity_key, event_id
+from agents.core.opportunity import OpportunitySaga
 from agents.core.saga import OrderSaga
 from agents.envelope import wrap
 from agents.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from agents.settings import token_tenants
 from agents.streams.customers import CATALOG_PREFIX, customers, tier_discounts
 from agents.streams.ledger import load_ledger, sku_ledgers
+from agents.streams.opportunities import opportunities
 from agents.streams.orders import load_saga, sagas
 
 ID = re.compile(r"^[^|\x00-\x1f/]{1,200}$")
@@ -312,19 +314,27 @@ async def start_availability_cache() -> None:
     availability_cache.start()
 
 
-def _local_sagas(tenant: str) -> list[Any]:
-    """The tenant's order sagas in the order partitions this worker actively owns (not standbys)."""
-    name = topics["order_commands"].get_topic_name()
+def _local(tenant: str, topic_id: str, table: Any, model: Any) -> list[Any]:
+    """The tenant's entities in the partitions of `topic_id` this worker actively owns (not standbys)."""
+    name = topics[topic_id].get_topic_name()
     prefix = f"{tenant}|".encode()
     found = []
     for tp in app.consumer.assignment():
         if tp.topic != name:
             continue
-        for key, raw in sagas.data._db_for_partition(tp.partition).items(from_key=prefix):
+        for key, raw in table.data._db_for_partition(tp.partition).items(from_key=prefix):
             if not key.startswith(prefix):
                 break
-            found.append(OrderSaga.model_validate_json(raw))
+            found.append(model.model_validate_json(raw))
     return found
+
+
+def _local_sagas(tenant: str) -> list[OrderSaga]:
+    return _local(tenant, "order_commands", sagas, OrderSaga)
+
+
+def _local_opportunities(tenant: str) -> list[OpportunitySaga]:
+    return _local(tenant, "opportunity_commands", opportunities, OpportunitySaga)
 
 
 async def _gather(request: Request, path: str, local: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -396,4 +406,22 @@ async def process_backorders(view: View, request: Request, params: dict[str, str
             "fulfilled_backorders": fulfilled,
             "still_pending_backorders": still,
         }
+    )
+
+
+@api("/v1/internal/tenants/{tenant}/reports/opportunities/partial")
+async def opportunity_report_partial(view: View, request: Request, params: dict[str, str]) -> Response:
+    return view.json(reports.opportunity_partial(_local_opportunities(params["tenant"])))
+
+
+@api("/v1/tenants/{tenant}/reports/opportunities")
+async def opportunity_report(view: View, request: Request, params: dict[str, str]) -> Response:
+    tenant = params["tenant"]
+    parts = await _gather(
+        request,
+        f"/v1/internal/tenants/{tenant}/reports/opportunities/partial",
+        lambda: reports.opportunity_partial(_local_opportunities(tenant)),
+    )
+    return view.json(
+        {"tenant_id": tenant, **reports.merge_opportunity_partials(parts), "as_of": datetime.now(UTC).isoformat()}
     )

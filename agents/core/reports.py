@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from agents.core.opportunity import OpportunitySaga
 from agents.core.saga import OrderSaga
 
 
@@ -55,4 +56,37 @@ def merge_backorder_partials(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
         ids.sort()
     merged["total_value"] = str(total.quantize(Decimal("0.01")))
     merged["average_fulfillment_seconds"] = round(seconds / fulfilled, 3) if fulfilled else None
+    return merged
+
+
+def opportunity_partial(sagas: Iterable[OpportunitySaga]) -> dict[str, Any]:
+    part: dict[str, Any] = {"count": 0, "allocated_value": "0", "by_stage": {}, "by_status": {}, "by_sku": {}}
+    value = Decimal(0)
+    for saga in sagas:
+        if not saga.known:
+            continue
+        part["count"] += 1
+        part["by_stage"][saga.stage] = part["by_stage"].get(saga.stage, 0) + 1
+        part["by_status"][saga.status] = part["by_status"].get(saga.status, 0) + 1
+        prices = {item.sku: item.unit_price for item in saga.items}
+        for sku, lines in saga.holds.items():
+            held = sum(line.quantity for line in lines)
+            if held:
+                part["by_sku"][sku] = part["by_sku"].get(sku, 0) + held
+                value += prices.get(sku, Decimal(0)) * held
+    part["allocated_value"] = str(value)
+    return part
+
+
+def merge_opportunity_partials(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The opportunity report: count, total soft-allocated value, by stage and status, units held by SKU."""
+    merged: dict[str, Any] = {"total_opportunities": 0, "by_stage": {}, "by_status": {}, "allocation_by_sku": {}}
+    value = Decimal(0)
+    for part in parts:
+        merged["total_opportunities"] += part["count"]
+        value += Decimal(part["allocated_value"])
+        for src, dst in (("by_stage", "by_stage"), ("by_status", "by_status"), ("by_sku", "allocation_by_sku")):
+            for k, v in part[src].items():
+                merged[dst][k] = merged[dst].get(k, 0) + v
+    merged["total_allocated_value"] = str(value.quantize(Decimal("0.01")))
     return merged

@@ -220,3 +220,26 @@ def test_metrics_pass_promtool_check_metrics(two_workers: Fleet) -> None:
         result = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
         problems = (result.stdout + result.stderr).decode()
         assert result.returncode == 0, problems
+
+
+def test_opportunity_report_spans_both_workers(two_workers: Fleet) -> None:
+    from tests.integration.test_opportunities import opportunity_events, upsert
+
+    fleet = two_workers
+    fleet.produce("products", events.product("tb", "OP", unit_price="20.00"), key=events.key("tb", "OP"))
+    fleet.produce("stock_movements", events.received("tb", "OP", 50), key=events.key("tb", "OP"))
+    fleet.flush()
+    wait_availability(fleet, "tb", {"OP": 50})
+    upsert(fleet, "tb", "OPP1", [("OP", 5)], probability=0.6, stage="PROPOSAL")
+    upsert(fleet, "tb", "OPP2", [("OP", 5)], probability=0.1, stage="LEAD")
+    upsert(fleet, "tb", "OPP3", [("OP", 2)], probability=0.8, stage="NEGOTIATION")
+    opportunity_events(fleet, "tb", "OPP1", "OpportunityInventoryAllocated")
+    opportunity_events(fleet, "tb", "OPP2", "OpportunityInventoryRejected")
+    opportunity_events(fleet, "tb", "OPP3", "OpportunityInventoryAllocated")
+    for worker in fleet.workers:
+        status, report = worker.get("/v1/tenants/tb/reports/opportunities", token="tok-b")
+        assert status == 200, report
+        assert report["total_opportunities"] == 3
+        assert report["by_stage"] == {"PROPOSAL": 1, "LEAD": 1, "NEGOTIATION": 1}
+        assert report["allocation_by_sku"] == {"OP": 7}
+        assert report["total_allocated_value"] == "630.00"  # the test helper prices every item at 90.00
