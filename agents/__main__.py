@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     sync.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for an outcome per attempt (default 30)"
     )
+    process = sub.add_parser("process-backorders", help="re-run a tenant's backorder queues now (via the HTTP API)")
+    process.add_argument("--tenant", required=True)
+    process.add_argument("--url", default=None, help="a worker's base URL (default: this host's INVENTORY_WEB_PORT)")
+    process.add_argument("--token", default=None, help="bearer token for the tenant (default: $INVENTORY_API_TOKEN)")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -62,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(settings, topology, seconds=args.seconds)
 
+    if args.command == "process-backorders":
+        return process_backorders(args.tenant, args.url or f"http://127.0.0.1:{settings.web_port}", args.token)
+
     if args.command == "produce":
         from agents.demo import produce_file
 
@@ -72,6 +79,39 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_sync(settings, topology, args.file, attempts=args.attempts, timeout=args.timeout)
     return 2
+
+
+def process_backorders(tenant: str, url: str, token: str | None) -> int:
+    import json
+    import os
+    import urllib.error
+    import urllib.request
+
+    token = token or os.environ.get("INVENTORY_API_TOKEN")
+    if not token:
+        print("error: give --token or set INVENTORY_API_TOKEN (a token of the tenant)", file=sys.stderr)
+        return 2
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/v1/tenants/{tenant}/backorders/process", method="POST", data=b""
+    )
+    request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        print(f"error: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: could not reach {url}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"processed {answer['processed_count']} backorder(s): {answer['fulfilled_count']} fulfilled, "
+        f"{answer['still_pending_count']} still pending"
+    )
+    for label, ids in (("fulfilled", answer["fulfilled_backorders"]), ("pending", answer["still_pending_backorders"])):
+        for backorder_id in ids:
+            print(f"  {label}: {backorder_id}")
+    return 0
 
 
 def run_worker(loglevel: str) -> int:

@@ -243,3 +243,53 @@ def test_opportunity_report_spans_both_workers(two_workers: Fleet) -> None:
         assert report["by_stage"] == {"PROPOSAL": 1, "LEAD": 1, "NEGOTIATION": 1}
         assert report["allocation_by_sku"] == {"OP": 7}
         assert report["total_allocated_value"] == "630.00"  # the test helper prices every item at 90.00
+
+
+def test_the_process_backorders_command_answers_counts_and_ids(two_workers: Fleet) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.broker import ROOT
+
+    worker = two_workers.workers[0]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "process-backorders",
+            "--tenant",
+            "tb",
+            "--url",
+            worker.url(""),
+            "--token",
+            "tok-b",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**worker.env},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "processed" in result.stdout and "still pending" in result.stdout
+    denied = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "process-backorders",
+            "--tenant",
+            "tb",
+            "--url",
+            worker.url(""),
+            "--token",
+            "tok-a",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**worker.env},
+    )
+    assert denied.returncode == 1 and "403" in denied.stderr
