@@ -59,6 +59,65 @@ class DemoFeed:
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     recent_orders: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=50))
     order_seq: int = 0
+    allocated: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))  # seen on the output
+    shipping: deque[tuple[str, str, str, int]] = field(default_factory=lambda: deque(maxlen=200))
+    opportunity_seq: int = 0
+    # Order ids differ per run: a local broker keeps earlier runs' orders, and an order id is an identity.
+    run_id: str = field(default_factory=lambda: datetime.now(UTC).strftime("%H%M%S"))
+
+    def saw(self, record: dict[str, Any]) -> None:
+        """The fleet's outputs steer the feed: allocated orders get fulfilled and shipped."""
+        if record.get("event_type") == "OrderInventoryAllocated":
+            self.allocated.append(record)
+
+    def fulfil(self) -> list[tuple[str, str, dict[str, Any]]]:
+        if self.shipping and self.rng.random() < 0.6:
+            tenant, order_id, fid, step = self.shipping.popleft()
+            kinds = ("FulfillmentCompleted", "ShipmentDispatched", "ShipmentDelivered")
+            extra: dict[str, Any] = {}
+            if kinds[step] == "ShipmentDispatched":
+                extra = {"carrier": "DHL", "tracking_number": f"DHL-{fid}", "estimated_delivery": _now()}
+            elif kinds[step] == "ShipmentDelivered":
+                extra = {"delivered_at": _now()}
+            event = _event(kinds[step], tenant, fulfillment_id=fid, order_id=order_id, **extra)
+            if step < 2:
+                self.shipping.append((tenant, order_id, fid, step + 1))
+            return [("shipments", f"{tenant}:{order_id}", event)]
+        if not self.allocated:
+            return []
+        record = self.allocated.popleft()
+        tenant, order_id = record["tenant_id"], record["order_id"]
+        fid = f"FUL-{order_id}"
+        items = [{"sku": ln["sku"], "quantity": ln["quantity"], "location": ln["location"]} for ln in record["lines"]]
+        event = _event(
+            "FulfillmentStarted",
+            tenant,
+            fulfillment_id=fid,
+            order_id=order_id,
+            items=items,
+            shipping_method="GROUND",
+            tracking_number=f"TRK-{fid}",
+        )
+        self.shipping.append((tenant, order_id, fid, 0))
+        return [("shipments", f"{tenant}:{order_id}", event)]
+
+    def opportunity(self, tenant: str) -> tuple[str, str, dict[str, Any]]:
+        self.opportunity_seq += 1
+        opportunity_id = f"OPP-{self.opportunity_seq % 12:03d}"  # a dozen deals, re-upserted as they move
+        stage = self.rng.choice(["QUALIFIED", "PROPOSAL", "NEGOTIATION", "CLOSED_WON", "CLOSED_LOST"])
+        sku, _, price, _, _ = self.rng.choice(CATALOG)
+        event = _event(
+            "OpportunityUpserted",
+            tenant,
+            opportunity_id=opportunity_id,
+            customer_id=self.rng.choice(CUSTOMERS)[0],
+            sales_rep_id="REP-1",
+            stage=stage,
+            probability=round(self.rng.uniform(0.1, 0.95), 2),
+            expected_close_date=(datetime.now(UTC).date().isoformat()),
+            items=[{"sku": sku, "quantity": self.rng.randint(1, 10), "location": "WH1", "unit_price": price}],
+        )
+        return ("opportunities", f"{tenant}:{opportunity_id}", event)
 
     def opening(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(topic id, key, event) to set the scene: the catalog and opening stock."""
@@ -107,7 +166,7 @@ class DemoFeed:
 
     def order(self, tenant: str) -> tuple[str, str, dict[str, Any]]:
         self.order_seq += 1
-        order_id = f"SO-{self.order_seq:06d}"
+        order_id = f"SO-{self.run_id}-{self.order_seq:05d}"
         skus = self.rng.sample([c[0] for c in CATALOG], self.rng.randint(1, 3))
         event = _event(
             "OrderPlaced",
@@ -127,6 +186,7 @@ class DemoFeed:
             ],
             shipping_address={"city": "Rotterdam", "country": "NL"},
             priority=self.rng.choice(["LOW", "MEDIUM", "MEDIUM", "HIGH", "URGENT"]),
+            backorder_policy="BACKORDER" if self.rng.random() < 0.4 else "REJECT",
         )
         self.recent_orders.append((tenant, order_id))
         return ("orders", f"{tenant}:{order_id}", event)
@@ -147,6 +207,12 @@ class DemoFeed:
         location = self.rng.choice(LOCATIONS)
         key = f"{tenant}:{sku}"
         roll = self.rng.random()
+        if roll < 0.15:
+            shipments = self.fulfil()
+            if shipments:
+                return list(shipments)
+        if roll < 0.22:
+            return [self.opportunity(tenant)]
         if roll < 0.45:
             return [self.order(tenant)]
         if roll < 0.52 and self.recent_orders:
@@ -189,19 +255,27 @@ class Summary:
     outcomes: Counter[str] = field(default_factory=Counter)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=8))
     seen: set[str] = field(default_factory=set)
+    since: str = field(default_factory=_now)  # outcomes of earlier runs on the same broker are not counted
 
     def add(self, topic_id: str, record: dict[str, Any]) -> None:
         self.counts[topic_id] += 1
+        if topic_id != "availability" and topic_id != "dlq" and record.get("occurred_at", "") < self.since:
+            return
         if topic_id == "availability":
             self.availability[(record["tenant_id"], record["sku"])] = record
         elif topic_id == "dlq":
             self.dlq.append(record)
+        elif topic_id in ("fulfillments", "backorders") and record["event_id"] not in self.seen:
+            self.seen.add(record["event_id"])
+            label = record["event_type"] + (f" ({record['status']})" if topic_id == "fulfillments" else "")
+            self.outcomes[label] += 1
         elif topic_id == "allocations" and record["event_id"] not in self.seen:
             self.seen.add(record["event_id"])
             label = record["event_type"].replace("Order", "").replace("Inventory", "")
             reason = record.get("reason")
             self.outcomes[f"{label} ({reason})" if reason else label] += 1
-            self.recent.append(record)
+            if record["event_type"].startswith("Order"):
+                self.recent.append(record)
 
     def render(self, produced: int, urls: str) -> Group:
         table = Table(title="Availability (latest per SKU)", expand=True)
@@ -283,7 +357,10 @@ def run_demo(settings: Settings, topology: Topology, seconds: float = 0, rate: f
                     topic, payload = message.topic(), message.value()
                     if message.error() or payload is None or topic is None:
                         continue
-                    summary.add(outputs[topic], json.loads(payload))
+                    record = json.loads(payload)
+                    summary.add(outputs[topic], record)
+                    if record.get("occurred_at", "") >= summary.since:
+                        feed.saw(record)
                 live.update(summary.render(produced, urls))
     except KeyboardInterrupt:
         pass
