@@ -56,8 +56,8 @@ test-integration: install
 	exit $$status
 
 lint: install
-	$(VENV)/bin/ruff check agents tests
-	$(VENV)/bin/ruff format --check agents tests
+	$(VENV)/bin/ruff check agents tests bench
+	$(VENV)/bin/ruff format --check agents tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m agents topics check
 

@@ -60,7 +60,8 @@ class AvailabilityCache(threading.Thread):
             if time.monotonic() - measured > 1.0:
                 self._measure()
                 measured = time.monotonic()
-            for message in self.consumer.consume(500, timeout=0.5):
+            # A short wait: consume() waits out its timeout unless the batch fills, and views should be fresh.
+            for message in self.consumer.consume(500, timeout=0.05):
                 if message.error() or message.value() is None:
                     continue
                 try:

@@ -151,6 +151,7 @@ class OrderSaga(Model):
     backorder_status: str = ""  # PENDING, FULFILLED or CANCELLED once the order was backordered
     backordered_at: datetime | None = None
     backorder_filled_at: datetime | None = None
+    backorder_causation: str = ""  # what fulfilled or cancelled the backorder, to publish its event again
     sync_answers: tuple[OrderInventorySynced, ...] = ()  # the latest snapshots' answers
     fulfillments: dict[str, fulfil.Fulfillment] = Field(default_factory=dict)
     consumed: dict[str, int] = Field(default_factory=dict)  # line id -> quantity issued by fulfillments
@@ -213,6 +214,10 @@ def resend(saga: OrderSaga, now: datetime, note: str) -> SagaResult:
     the first attempt's sends may not have been flushed before a crash. Every re-sent command has its
     original id (targets dedupe it) and every re-published event its original event id."""
     outputs: list[Output] = [saga.last_event] if saga.last_event is not None else []
+    if saga.backorder_status in ("FULFILLED", "CANCELLED"):
+        # Published with the order's event by the same step, so possibly lost with it.
+        cls = BackorderFulfilled if saga.backorder_status == "FULFILLED" else BackorderCancelled
+        outputs.insert(0, _backorder_event(cls, saga, now, saga.backorder_causation))
     commands: list[Command] = []
     round_ = saga.round
     if round_ is not None and round_.phase == "PRICING":
@@ -531,7 +536,13 @@ def _backorder_filled(saga: OrderSaga, filled: BackorderFilled, now: datetime, h
     if waiting:
         return SagaResult(_bump(saga, seen, waiting=waiting))
     done = _bump(
-        saga, seen, waiting=(), reserved_until=now + hold, backorder_status="FULFILLED", backorder_filled_at=now
+        saga,
+        seen,
+        waiting=(),
+        reserved_until=now + hold,
+        backorder_status="FULFILLED",
+        backorder_filled_at=now,
+        backorder_causation=filled.command_id,
     )
     allocated = _allocated(done, now)
     fulfilled = _backorder_event(BackorderFulfilled, done, now, filled.command_id)
@@ -638,7 +649,7 @@ def _end(
     done = _bump(saga, seen, status=status, round=None, **outcome_update, **changes)
     outputs: list[Output] = [released]
     if saga.status == "BACKORDERED":
-        done = done.model_copy(update={"backorder_status": "CANCELLED"})
+        done = done.model_copy(update={"backorder_status": "CANCELLED", "backorder_causation": causation})
         outputs.append(_backorder_event(BackorderCancelled, done, now, causation, reason))
     return SagaResult(done, outputs, commands)
 

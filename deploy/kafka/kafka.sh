@@ -110,7 +110,10 @@ up() {
   local deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-120}))
   for ((i = 1; i <= NODES; i++)); do
     until answers "$i"; do
-      if ! running "$i"; then log "node $i exited; last lines of its log:"; tail -n 30 "$cluster_dir/node-$i/kafka.log" >&2; exit 1; fi
+      # Liveness by pid alone: right after the launch the JVM's command line may not be readable yet.
+      if ! kill -0 "$(cat "$cluster_dir/node-$i/pid")" 2>/dev/null; then
+        log "node $i exited; last lines of its log:"; tail -n 30 "$cluster_dir/node-$i/kafka.log" >&2; exit 1
+      fi
       if ((SECONDS > deadline)); then log "node $i did not answer in time"; tail -n 30 "$cluster_dir/node-$i/kafka.log" >&2; exit 1; fi
       sleep 0.3
     done

@@ -29,9 +29,11 @@ def fleet_factory(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
 def fleet(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """One worker on fresh topics, shared by a module's tests; each test uses its own tenant."""
     fleet = Fleet(bootstrap, Path(tmp_path_factory.mktemp("fleet")))
-    fleet.add_worker().wait_ready()
-    yield fleet
-    fleet.close()
+    try:
+        fleet.add_worker().wait_ready()
+        yield fleet
+    finally:
+        fleet.close()  # also when start-up failed: no worker outlives its test
 
 
 @pytest.fixture

@@ -21,38 +21,46 @@ CUSTOMERS = [f"C{i}" for i in range(8)]
 @pytest.fixture(scope="module")
 def two_workers(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fleet = Fleet(bootstrap, Path(tmp_path_factory.mktemp("http")))
-    for _ in range(2):
-        fleet.add_worker(INVENTORY_API_TOKENS=TOKENS, INVENTORY_LAG_INTERVAL_S="1", INVENTORY_SESSION_TIMEOUT_S="45")
-    for worker in fleet.workers:
-        worker.wait_ready()
-    for sku in SKUS:
-        fleet.produce("products", events.product("ta", sku, unit_price="100.00"), key=events.key("ta", sku))
-        fleet.produce("stock_movements", events.received("ta", sku, 40), key=events.key("ta", sku))
-    for c in CUSTOMERS:
-        fleet.produce("customers", events.customer("ta", c, tier="GOLD", credit_limit="5000"), key=events.key("ta", c))
-    fleet.produce(
-        "customer_pricing",
-        events.pricing("ta", "C1", [{"sku": "S1", "customer_price": "70.00"}]),
-        key=events.key("ta", "C1"),
-    )
-    fleet.flush()
-    # Inputs on different topics race each other: let stock and customers land before the order.
-    wait_availability(fleet, "ta", dict.fromkeys(SKUS, 40))
-    for c in CUSTOMERS:
-        wait_until(
-            lambda c=c: (
-                fleet.workers[0].get(f"/v1/tenants/ta/customers/{c}/credit-impact?sku=S1&quantity=1", token="tok-a")[0]
-                == 200
-            ),
-            60,
-            f"customer {c} and the catalog to be known",
+    try:
+        for _ in range(2):
+            fleet.add_worker(
+                INVENTORY_API_TOKENS=TOKENS, INVENTORY_LAG_INTERVAL_S="1", INVENTORY_SESSION_TIMEOUT_S="45"
+            )
+        for worker in fleet.workers:
+            worker.wait_ready()
+        for sku in SKUS:
+            fleet.produce("products", events.product("ta", sku, unit_price="100.00"), key=events.key("ta", sku))
+            fleet.produce("stock_movements", events.received("ta", sku, 40), key=events.key("ta", sku))
+        for c in CUSTOMERS:
+            fleet.produce(
+                "customers", events.customer("ta", c, tier="GOLD", credit_limit="5000"), key=events.key("ta", c)
+            )
+        fleet.produce(
+            "customer_pricing",
+            events.pricing("ta", "C1", [{"sku": "S1", "customer_price": "70.00"}]),
+            key=events.key("ta", "C1"),
         )
-    order = events.order("ta", "O1", "C1", [("S1", 3), ("S2", 2)])
-    fleet.produce("orders", order, key=events.key("ta", "O1"))
-    fleet.flush()
-    outcome(fleet, "ta", "O1", "OrderInventoryAllocated", timeout=60)
-    yield fleet
-    fleet.close()
+        fleet.flush()
+        # Inputs on different topics race each other: let stock and customers land before the order.
+        wait_availability(fleet, "ta", dict.fromkeys(SKUS, 40))
+        for c in CUSTOMERS:
+            wait_until(
+                lambda c=c: (
+                    fleet.workers[0].get(
+                        f"/v1/tenants/ta/customers/{c}/credit-impact?sku=S1&quantity=1", token="tok-a"
+                    )[0]
+                    == 200
+                ),
+                60,
+                f"customer {c} and the catalog to be known",
+            )
+        order = events.order("ta", "O1", "C1", [("S1", 3), ("S2", 2)])
+        fleet.produce("orders", order, key=events.key("ta", "O1"))
+        fleet.flush()
+        outcome(fleet, "ta", "O1", "OrderInventoryAllocated", timeout=60)
+        yield fleet
+    finally:
+        fleet.close()  # also when start-up failed: no worker outlives its test
 
 
 def test_every_worker_answers_every_customer_view_whichever_owns_it(two_workers: Fleet) -> None:
