@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field
 
@@ -64,6 +64,7 @@ from agents.core.events import (
 )
 from agents.core.ids import event_id
 
+OutputT = TypeVar("OutputT", bound=Output)
 DEFAULT_DEDUP_WINDOW = 64
 SYNC_ANSWERS_KEPT = 8
 TERMINAL: frozenset[str] = frozenset({"REJECTED", "CANCELLED", "EXPIRED", "DELIVERED"})
@@ -251,17 +252,32 @@ def _invalid(order: OrderPlaced) -> str | None:
     return None
 
 
-def _rejected(
-    saga: OrderSaga, now: datetime, reason: str, message: str, items: tuple[UnavailableItem, ...] = ()
-) -> OrderAllocationRejected:
-    return OrderAllocationRejected(
-        event_id=event_id("OrderAllocationRejected", saga.tenant_id, saga.order_id, saga.placed_event_id),
+def _order_event(
+    cls: type[OutputT], saga: OrderSaga, now: datetime, causation: str, outcome: object, **fields: Any
+) -> OutputT:
+    """An event about the order: its event id depends only on the order and `outcome`, so publishing the
+    same outcome again gives the same id."""
+    return cls(
+        event_id=event_id(cls.__name__, saga.tenant_id, saga.order_id, outcome),
         tenant_id=saga.tenant_id,
         occurred_at=now,
-        causation_id=saga.placed_event_id,
+        causation_id=causation,
         order_id=saga.order_id,
         customer_id=saga.customer_id,
         opportunity_id=saga.opportunity_id,
+        **fields,
+    )
+
+
+def _rejected(
+    saga: OrderSaga, now: datetime, reason: str, message: str, items: tuple[UnavailableItem, ...] = ()
+) -> OrderAllocationRejected:
+    return _order_event(
+        OrderAllocationRejected,
+        saga,
+        now,
+        saga.placed_event_id,
+        saga.placed_event_id,
         reason=reason,
         message=message,
         unavailable_items=items,
@@ -276,14 +292,12 @@ def _released(
     message: str = "",
 ) -> OrderInventoryReleased:
     held = saga.lines if saga.status in ("INVENTORY_ALLOCATED", "PENDING", "BACKORDERED") else ()
-    return OrderInventoryReleased(
-        event_id=event_id("OrderInventoryReleased", saga.tenant_id, saga.order_id, reason),
-        tenant_id=saga.tenant_id,
-        occurred_at=now,
-        causation_id=causation,
-        order_id=saga.order_id,
-        customer_id=saga.customer_id,
-        opportunity_id=saga.opportunity_id,
+    return _order_event(
+        OrderInventoryReleased,
+        saga,
+        now,
+        causation,
+        reason,
         reason=reason,
         message=message,
         lines=tuple(
@@ -483,14 +497,12 @@ def _backordered(saga: OrderSaga, queued: list[tuple[str, LineRequest]], now: da
     items = tuple(
         BackorderItem(sku=sku, location=ln.location, quantity=ln.quantity, line_id=ln.line_id) for sku, ln in queued
     )
-    placed = OrderBackordered(
-        event_id=event_id("OrderBackordered", saga.tenant_id, saga.order_id, saga.placed_event_id),
-        tenant_id=saga.tenant_id,
-        occurred_at=now,
-        causation_id=saga.placed_event_id,
-        order_id=saga.order_id,
-        customer_id=saga.customer_id,
-        opportunity_id=saga.opportunity_id,
+    placed = _order_event(
+        OrderBackordered,
+        saga,
+        now,
+        saga.placed_event_id,
+        saga.placed_event_id,
         backorder_id=backorder_id,
         priority=saga.priority,
         items=items,
@@ -552,14 +564,12 @@ def _backorder_filled(saga: OrderSaga, filled: BackorderFilled, now: datetime, h
 
 def _allocated(saga: OrderSaga, now: datetime) -> OrderInventoryAllocated:
     assert saga.reserved_until is not None
-    return OrderInventoryAllocated(
-        event_id=event_id("OrderInventoryAllocated", saga.tenant_id, saga.order_id, saga.placed_event_id),
-        tenant_id=saga.tenant_id,
-        occurred_at=now,
-        causation_id=saga.placed_event_id,
-        order_id=saga.order_id,
-        customer_id=saga.customer_id,
-        opportunity_id=saga.opportunity_id,
+    return _order_event(
+        OrderInventoryAllocated,
+        saga,
+        now,
+        saga.placed_event_id,
+        saga.placed_event_id,
         lines=tuple(
             AllocatedLine(
                 line_id=ln.line_id,
@@ -711,14 +721,12 @@ def _synced(
         )
         for ln in held
     )
-    return OrderInventorySynced(
-        event_id=event_id("OrderInventorySynced", saga.tenant_id, saga.order_id, causation),
-        tenant_id=saga.tenant_id,
-        occurred_at=now,
-        causation_id=causation,
-        order_id=saga.order_id,
-        customer_id=saga.customer_id,
-        opportunity_id=saga.opportunity_id,
+    return _order_event(
+        OrderInventorySynced,
+        saga,
+        now,
+        causation,
+        causation,
         status=saga.status,
         result=result,
         message=message,

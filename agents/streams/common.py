@@ -3,6 +3,7 @@ that owns them, publish outputs, dead-letter what cannot be handled."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from agents.core.events import InputEvent, Output, load_input_json
 from agents.core.ids import entity_key, split_key
 from agents.core.routing import output_topic, route_command
 from agents.envelope import Envelope, SourceRef, wrap
-from agents.metrics import EVENTS_PROCESSED
+from agents.metrics import DUPLICATES, EVENTS_PROCESSED, PROCESSING_SECONDS
 
 
 def utcnow() -> datetime:
@@ -63,3 +64,11 @@ async def dead_letter_internal(
         tenant_id=split_key(message.key)[0] if message.key and not message.key.startswith(b"\x00") else None,
     )
     EVENTS_PROCESSED.labels(topic_id, "dlq").inc()
+
+
+def count_handled(topic_id: str, agent: str, duplicate: bool, started: float) -> None:
+    """The metrics every stateful agent records for a handled message."""
+    if duplicate:
+        DUPLICATES.labels(agent).inc()
+    EVENTS_PROCESSED.labels(topic_id, "duplicate" if duplicate else "applied").inc()
+    PROCESSING_SECONDS.labels(agent).observe(time.perf_counter() - started)

@@ -13,8 +13,8 @@ from agents.core.commands import PriceOrder, ReleaseCredit
 from agents.core.events import CustomerPricingUpdated, CustomerUpserted, ProductUpserted, Tier
 from agents.core.ids import split_key
 from agents.envelope import Envelope
-from agents.metrics import DUPLICATES, EVENTS_PROCESSED, PROCESSING_SECONDS
-from agents.streams.common import dead_letter_internal, read, send_command, utcnow
+from agents.metrics import EVENTS_PROCESSED
+from agents.streams.common import count_handled, dead_letter_internal, read, send_command, utcnow
 
 customers = table("customers", "customer_changelog")
 CATALOG_PREFIX = b"\x00catalog|"  # + tenant|sku: this partition's copy of the product
@@ -74,10 +74,7 @@ async def apply_command(event: Any) -> None:
     customers[message.key] = result.state.model_dump_json().encode()
     for reply in result.replies:
         await send_command(reply, envelope.source)
-    if result.duplicate:
-        DUPLICATES.labels("customers").inc()
-    EVENTS_PROCESSED.labels("customer_commands", "duplicate" if result.duplicate else "applied").inc()
-    PROCESSING_SECONDS.labels("customers").observe(time.perf_counter() - started)
+    count_handled("customer_commands", "customers", result.duplicate, started)
 
 
 @app.agent(topics["customer_commands"], name="customers", concurrency=1)

@@ -10,8 +10,7 @@ from agents.core import ledger as core
 from agents.core.commands import ProcessBackorders
 from agents.core.ids import split_key
 from agents.envelope import Envelope
-from agents.metrics import DUPLICATES, EVENTS_PROCESSED, PROCESSING_SECONDS
-from agents.streams.common import dead_letter_internal, publish, read, send_command, utcnow
+from agents.streams.common import count_handled, dead_letter_internal, publish, read, send_command, utcnow
 
 sku_ledgers = table("sku_ledger", "sku_ledger_changelog")
 
@@ -72,10 +71,7 @@ async def apply_command(event: Any) -> None:
         await publish(output)
     for reply in result.replies:
         await send_command(reply, envelope.source)
-    if result.duplicate:
-        DUPLICATES.labels("sku_ledger").inc()
-    EVENTS_PROCESSED.labels("sku_commands", "duplicate" if result.duplicate else "applied").inc()
-    PROCESSING_SECONDS.labels("sku_ledger").observe(time.perf_counter() - started)
+    count_handled("sku_commands", "sku_ledger", result.duplicate, started)
 
 
 @app.agent(topics["sku_commands"], name="sku_ledger", concurrency=1)

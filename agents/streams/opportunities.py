@@ -14,8 +14,8 @@ from agents.core.commands import ExpiryTick, OpportunityConverted, OpportunityPr
 from agents.core.events import OpportunityUpserted
 from agents.core.ids import split_key
 from agents.envelope import Envelope, SourceRef
-from agents.metrics import DUPLICATES, EVENTS_PROCESSED, PROCESSING_SECONDS
-from agents.streams.common import dead_letter_internal, publish, read, send_command, utcnow
+from agents.metrics import EVENTS_PROCESSED
+from agents.streams.common import count_handled, dead_letter_internal, publish, read, send_command, utcnow
 from agents.streams.expiry import ExpiryIndex, send_ticks
 
 opportunities = table("opportunities", "opportunity_changelog")
@@ -83,10 +83,7 @@ async def apply_command(event: Any) -> None:
         )
         return
     await _apply(message.key, saga, result, envelope.source)
-    if result.duplicate:
-        DUPLICATES.labels("opportunities").inc()
-    EVENTS_PROCESSED.labels("opportunity_commands", "duplicate" if result.duplicate else "applied").inc()
-    PROCESSING_SECONDS.labels("opportunities").observe(time.perf_counter() - started)
+    count_handled("opportunity_commands", "opportunities", result.duplicate, started)
 
 
 @app.agent(topics["opportunity_commands"], name="opportunities", concurrency=1)

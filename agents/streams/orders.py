@@ -21,8 +21,8 @@ from agents.core.events import (
 )
 from agents.core.ids import split_key
 from agents.envelope import Envelope, SourceRef
-from agents.metrics import DUPLICATES, EVENTS_PROCESSED, ORDER_ALLOCATION_SECONDS, PROCESSING_SECONDS
-from agents.streams.common import dead_letter_internal, publish, read, send_command, utcnow
+from agents.metrics import EVENTS_PROCESSED, ORDER_ALLOCATION_SECONDS
+from agents.streams.common import count_handled, dead_letter_internal, publish, read, send_command, utcnow
 from agents.streams.expiry import ExpiryIndex, send_ticks
 
 sagas = table("order_sagas", "order_saga_changelog")
@@ -100,10 +100,7 @@ async def apply_command(event: Any) -> None:
         await dead_letter_internal("order_commands", message, envelope, type(exc).__name__, f"unexpected error: {exc}")
         return
     await _apply(message.key, saga, result, envelope.source)
-    if result.duplicate:
-        DUPLICATES.labels("order_sagas").inc()
-    EVENTS_PROCESSED.labels("order_commands", "duplicate" if result.duplicate else "applied").inc()
-    PROCESSING_SECONDS.labels("order_sagas").observe(time.perf_counter() - started)
+    count_handled("order_commands", "order_sagas", result.duplicate, started)
 
 
 @app.agent(topics["order_commands"], name="order_sagas", concurrency=1)
