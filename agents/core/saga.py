@@ -684,7 +684,7 @@ def _stock_lost(saga: OrderSaga, lost: StockLost, now: datetime) -> SagaResult:
         if set(replies) != set(round_.reserve_requests):
             return SagaResult(_bump(saga, seen, round=round_))
         return _settle_placement(_bump(saga, seen), round_, now)
-    if saga.status != "INVENTORY_ALLOCATED":
+    if saga.status not in ("INVENTORY_ALLOCATED", "BACKORDERED"):
         return SagaResult(_bump(saga, seen), note=f"stock lost on {lost.sku} while {saga.status}: nothing held")
     message = f"{lost.quantity} reserved on {lost.sku}@{lost.location} lost: {lost.message}"
     return _end(saga, "STOCK_LOST", lost.command_id, now, seen=seen, message=message)

@@ -101,7 +101,8 @@ up() {
       java_cmd kafka.tools.StorageTool format -t "$cid" -c "$cluster_dir/node-$i/server.properties" --ignore-formatted >/dev/null
     fi
     : >"$cluster_dir/node-$i/kafka.log"
-    nohup java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+    # A session of its own: a Ctrl-C meant for `make run` must not stop the broker before the workers.
+    setsid nohup java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
       -Dlog4j2.configurationFile="$here/log4j2.properties" -cp "$libs/*" \
       kafka.Kafka "$cluster_dir/node-$i/server.properties" >>"$cluster_dir/node-$i/kafka.log" 2>&1 </dev/null &
     echo $! >"$cluster_dir/node-$i/pid"

@@ -25,7 +25,7 @@ deploy/kafka/kafka.sh up
 "$py" -m agents topics apply
 for i in 1 2; do
   INVENTORY_WEB_PORT=$((6065 + i)) INVENTORY_DATA_DIR="data/worker-$i" INVENTORY_MEMBER_ID="local-worker-$i" \
-    "$py" -m agents worker >".run/worker-$i.log" 2>&1 &
+    setsid "$py" -m agents worker >".run/worker-$i.log" 2>&1 &  # Ctrl-C reaches the demo; cleanup stops these
   pids+=($!)
   echo "worker $i: pid $!, http://127.0.0.1:$((6065 + i)), log .run/worker-$i.log"
 done

@@ -675,3 +675,28 @@ def test_a_reply_redelivered_after_a_rejection_re_sends_the_credit_release_too()
     assert {type(c).__name__ for c in first.commands} == {"ReleaseStock", "ReleaseCredit"}
     again = saga_core.handle(first.saga, last_reply, T0, HOLD)
     assert {type(c).__name__ for c in again.commands} == {"ReleaseStock", "ReleaseCredit"}
+
+
+def test_a_count_that_drops_a_backordered_orders_partial_hold_ends_the_order() -> None:
+    from datetime import timedelta
+
+    from agents.core import saga as core
+    from agents.core.commands import StockLost
+    from tests.unit.factories import T0
+
+    saga = core.new_saga("acme", "ORD-9").model_copy(
+        update={
+            "placed": True,
+            "status": "BACKORDERED",
+            "customer_id": "C1",
+            "backorder_id": "b-1",
+            "waiting": ("SKU-2|L2",),
+        }
+    )
+    lost = StockLost(
+        command_id="lost-1", tenant_id="acme", issued_at=T0, order_id="ORD-9", sku="SKU-1", location="WH1", quantity=2
+    )
+    result = core.handle(saga, lost, T0, timedelta(minutes=15))
+    assert result.saga.status == "REJECTED"
+    assert [o.event_type for o in result.outputs] == ["OrderInventoryReleased", "BackorderCancelled"]
+    assert result.outputs[0].reason == "STOCK_LOST"  # type: ignore[attr-defined]
