@@ -168,7 +168,6 @@ class Fleet:
             "INVENTORY_DATA_DIR": str(self.directory / f"worker-{index}"),
             "INVENTORY_WEB_PORT": str(web_port),
             "INVENTORY_COMMIT_INTERVAL_S": "0.5",
-            "INVENTORY_MEMBER_ID": f"{self.app_id}-w{index}",
             "INVENTORY_SESSION_TIMEOUT_S": "10",
             "PYTHONUNBUFFERED": "1",
             **extra,
