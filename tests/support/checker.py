@@ -1,5 +1,9 @@
 """An independent checker of DESIGN.md section 4 that reads only the output topics (and the inputs the
-test produced): never oversold, one placement outcome per order, reservations reconcile with orders."""
+test produced): never oversold, one placement outcome per order, reservations reconcile with orders.
+
+`check` judges one tenant's orders; `audit` judges a whole run of the fault suite from the records it
+produced (tests/support/load.py): it also reconciles soft holds with opportunities and on-hand stock with
+movements and shipments, and accounts for every input record in an output or the DLQ."""
 
 from __future__ import annotations
 
@@ -102,4 +106,168 @@ def check(
         verdict.problems.append(
             f"reservations do not reconcile: ledgers hold {held}, open orders need {dict(expected)}"
         )
+    return verdict
+
+
+FULFILLMENT_OUTCOMES = {"FulfillmentAccepted", "FulfillmentRejected"}
+
+
+def _distinct(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per event_id (outputs re-emitted after a crash carry the same id), in log order."""
+    seen: dict[str, dict[str, Any]] = {}
+    for record in sorted(records, key=lambda r: (r["_topic"], r["_partition"], r["_offset"])):
+        seen.setdefault(record["event_id"], record)
+    return list(seen.values())
+
+
+def _latest_availability(availability: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in availability:
+        key = (record["tenant_id"], record["sku"])
+        if record["version"] >= latest.get(key, {}).get("version", -1):
+            latest[key] = record
+    return latest
+
+
+def audit(
+    tenants: set[str],
+    sent: list[Any],
+    outputs: dict[str, list[dict[str, Any]]],
+) -> Verdict:
+    """Everything DESIGN.md section 4 promises, for a run whose inputs are `sent` (tests/support/load.Sent)
+    and whose output topics were read into `outputs` (allocations, availability, fulfillments, dlq)."""
+    verdict = Verdict()
+    allocations = _distinct(outputs["allocations"])
+    availability = outputs["availability"]
+    fulfillments = _distinct(outputs["fulfillments"])
+    dead = outputs["dlq"]
+
+    # Tenants are isolated: every output names one of the run's tenants, and its key says the same.
+    for topic in ("allocations", "availability", "fulfillments"):
+        for record in outputs[topic]:
+            if record["tenant_id"] not in tenants or not (record["_key"] or "").startswith(record["tenant_id"] + ":"):
+                verdict.problems.append(f"{topic} record crosses tenants: key {record['_key']} {record['tenant_id']}")
+
+    # Every input record is accounted for: dead-lettered where it was produced, or accepted and answered.
+    dead_at = {(r["source_topic"], r["source_partition"], r["source_offset"]) for r in dead}
+    accepted = []
+    for s in sent:
+        if s.offset < 0:
+            verdict.problems.append(f"input never delivered to the broker: {s.topic_id} {s.value[:60]!r}")
+        elif (s.topic_name, s.partition, s.offset) in dead_at:
+            continue
+        elif s.event is None:
+            verdict.problems.append(f"garbage accepted without a dead letter: {s.topic_id}@{s.offset} {s.value[:60]!r}")
+        else:
+            accepted.append(s)  # a mutation that is still a valid event counts as an input like any other
+    valid = accepted
+    causes = {r["causation_id"] for r in allocations + fulfillments + availability}
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in valid:
+        by_type[s.event["event_type"]].append(s.event)
+
+    # One placement outcome per order placed (a duplicate re-emits the same event id).
+    orders = {(e["tenant_id"], e["order_id"]) for e in by_type["OrderPlaced"]}
+    for tenant in tenants:
+        mine = {oid for t, oid in orders if t == tenant}
+        for order_id, got in placement_outcomes(allocations, tenant).items():
+            if order_id not in mine:
+                verdict.problems.append(f"{tenant}: outcome for an order never placed: {order_id}")
+            elif len(got) != 1:
+                kinds = [r["event_type"] for r in got]
+                verdict.problems.append(f"{tenant} order {order_id}: {len(got)} placement outcomes {kinds}")
+            else:
+                verdict.outcomes[f"{tenant}/{order_id}"] = got[0]["event_type"]
+    for tenant, order_id in sorted(orders):
+        if f"{tenant}/{order_id}" not in verdict.outcomes and not any(
+            p.startswith(f"{tenant} order {order_id}:") for p in verdict.problems
+        ):
+            verdict.problems.append(f"{tenant} order {order_id}: no placement outcome")
+    released = {(r["tenant_id"], r["order_id"]) for r in allocations if r["event_type"] == "OrderInventoryReleased"}
+    rejected = {(r["tenant_id"], r["order_id"]) for r in allocations if r["event_type"] == "OrderAllocationRejected"}
+    for e in by_type["OrderCancelled"]:
+        key = (e["tenant_id"], e["order_id"])
+        if key in orders and key not in released and key not in rejected:
+            verdict.problems.append(f"{key}: cancelled, yet neither released nor rejected")
+
+    # Each movement and product changed a ledger version (its availability names it as the cause).
+    for kind in ("StockReceived", "StockAdjusted", "StockCounted", "ProductUpserted"):
+        for e in by_type[kind]:
+            if e["event_id"] not in causes:
+                verdict.problems.append(f"{kind} {e['event_id']} accepted but no availability names it")
+    # Each fulfillment started was accepted or rejected; each opportunity got an answer.
+    answered = {(r["tenant_id"], r["fulfillment_id"]) for r in fulfillments if r["event_type"] in FULFILLMENT_OUTCOMES}
+    for e in by_type["FulfillmentStarted"]:
+        if (e["tenant_id"], e["fulfillment_id"]) not in answered:
+            verdict.problems.append(f"fulfillment {e['fulfillment_id']}: neither accepted nor rejected")
+    answered_opportunities = {
+        (r["tenant_id"], r["opportunity_id"]) for r in allocations if r["event_type"].startswith("Opportunity")
+    }
+    for e in by_type["OpportunityUpserted"]:
+        if (e["tenant_id"], e["opportunity_id"]) not in answered_opportunities:
+            verdict.problems.append(f"opportunity {e['opportunity_id']}: no answer at all")
+
+    # Never oversold, in any availability record ever published.
+    for record in availability:
+        for loc in record["locations"]:
+            if loc["reserved"] + loc["soft_allocated"] > loc["on_hand"]:
+                verdict.problems.append(
+                    f"oversold {record['tenant_id']}/{record['sku']}@{loc['location']} v{record['version']}: {loc}"
+                )
+
+    # Sums reconcile, per tenant, SKU and location, against the latest availability of each SKU.
+    issued: dict[tuple[str, str, str], int] = defaultdict(int)
+    for r in fulfillments:
+        if r["event_type"] == "FulfillmentAccepted":
+            for item in r["items"]:
+                issued[(r["tenant_id"], item["sku"], item["location"])] += item["quantity"]
+    # Orders: reserved + backordered = the lines of orders allocated or backordered and not released since,
+    # less what fulfillment issued from them.
+    holding: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in allocations:
+        key = (r["tenant_id"], r["order_id"]) if r.get("order_id") else None
+        if key and r["event_type"] in ("OrderInventoryAllocated", "OrderBackordered") and key not in released:
+            holding.setdefault(key, r)
+    open_lines: dict[tuple[str, str, str], int] = defaultdict(int)
+    ordered = {(e["tenant_id"], e["order_id"]): e for e in by_type["OrderPlaced"]}
+    for key in holding:
+        for line in ordered[key]["lines"] if key in ordered else ():
+            open_lines[(key[0], line["sku"], line["location"])] += line["quantity"]
+    for r in fulfillments:
+        if r["event_type"] == "FulfillmentAccepted" and (r["tenant_id"], r["order_id"]) in holding:
+            for item in r["items"]:
+                open_lines[(r["tenant_id"], item["sku"], item["location"])] -= item["quantity"]
+    # Opportunities: soft holds = allocated - released - pre-empted.
+    soft: dict[tuple[str, str, str], int] = defaultdict(int)
+    sign = {"OpportunityInventoryAllocated": 1, "OpportunityInventoryReleased": -1, "OpportunityInventoryPreempted": -1}
+    for r in allocations:
+        for item in r.get("items", []) if r["event_type"] in sign else ():
+            soft[(r["tenant_id"], item["sku"], item["location"])] += sign[r["event_type"]] * item["quantity"]
+    # On hand = receipts + accepted adjustments (counts set it) - issued.
+    on_hand: dict[tuple[str, str, str], int] = defaultdict(int)
+    applied = {e["event_id"] for kind in ("StockReceived", "StockAdjusted") for e in by_type[kind]}
+    moved: dict[str, dict[str, Any]] = {}
+    for s in valid:
+        if s.event["event_type"] in ("StockReceived", "StockAdjusted") and s.event["event_id"] in applied:
+            moved.setdefault(s.event["event_id"], s.event)
+    for e in moved.values():
+        on_hand[(e["tenant_id"], e["sku"], e["location"])] += e.get("quantity", 0) + e.get("delta", 0)
+    counted = bool(by_type["StockCounted"])
+    for (tenant, sku), record in _latest_availability(availability).items():
+        for loc in record["locations"]:
+            where = (tenant, sku, loc["location"])
+            if loc["reserved"] + loc["backordered"] != open_lines.get(where, 0):
+                verdict.problems.append(
+                    f"{where}: reserved {loc['reserved']} + backordered {loc['backordered']}, "
+                    f"open orders need {open_lines.get(where, 0)}"
+                )
+            if loc["soft_allocated"] != soft.get(where, 0):
+                verdict.problems.append(
+                    f"{where}: soft_allocated {loc['soft_allocated']}, opportunities hold {soft.get(where, 0)}"
+                )
+            if not counted and loc["on_hand"] != on_hand.get(where, 0) - issued.get(where, 0):
+                verdict.problems.append(
+                    f"{where}: on_hand {loc['on_hand']}, movements give {on_hand.get(where, 0)} "
+                    f"less {issued.get(where, 0)} issued"
+                )
     return verdict
