@@ -30,8 +30,8 @@ from agents.core.saga import OrderSaga
 from agents.envelope import wrap
 from agents.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from agents.settings import token_tenants
-from agents.streams.customers import CATALOG_PREFIX, customers, tier_discounts
-from agents.streams.ledger import load_ledger, sku_ledgers
+from agents.streams.customers import CATALOG_PREFIX, customer_store, customers, tier_discounts
+from agents.streams.ledger import ledger_store
 from agents.streams.opportunities import opportunities
 from agents.streams.orders import load_saga, sagas
 
@@ -136,11 +136,8 @@ def _customer_key(p: dict[str, str]) -> bytes:
 
 
 def _load_customer(params: dict[str, str]) -> customer_core.CustomerState:
-    raw = customers.get(_customer_key(params))
-    if raw is None:
-        raise HttpError(404, f"customer {params['customer']} is not known")
-    state = customer_core.CustomerState.model_validate_json(raw)
-    if not state.known:
+    state = customer_store.peek(_customer_key(params))
+    if state is None or not state.known:
         raise HttpError(404, f"customer {params['customer']} is not known")
     return state
 
@@ -239,11 +236,12 @@ async def credit_impact(view: View, request: Request, params: dict[str, str]) ->
 @api("/v1/tenants/{tenant}/skus/{sku}/availability", "sku_ledger", lambda p: entity_key(p["tenant"], p["sku"]))
 async def sku_availability(view: View, request: Request, params: dict[str, str]) -> Response:
     key = entity_key(params["tenant"], params["sku"])
-    if sku_ledgers.get(key) is None:
+    ledger = ledger_store.peek(key)
+    if ledger is None:
         raise HttpError(404, f"SKU {params['sku']} has no stock record")
     from agents.core.ledger import availability
 
-    return view.json(availability(load_ledger(key)).model_dump(mode="json"))
+    return view.json(availability(ledger).model_dump(mode="json"))
 
 
 @api("/v1/tenants/{tenant}/orders/{order}", "order_sagas", lambda p: entity_key(p["tenant"], p["order"]))

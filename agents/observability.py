@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.app import app, settings, topics, topology
-from agents.core.ledger import SkuLedger
 from agents.lag import LagMonitor
 from agents.metrics import (
     ASSIGNED_PARTITIONS,
@@ -18,7 +17,7 @@ from agents.metrics import (
     RESERVATIONS,
 )
 from agents.streams.intake import ACTIVE_INPUTS
-from agents.streams.ledger import sku_ledgers
+from agents.streams.ledger import ledger_keys, ledger_store, sku_ledgers
 
 CONSUMED = [topology[t].name for t in (*ACTIVE_INPUTS, "sku_commands", "order_commands", "customer_commands")]
 
@@ -42,11 +41,10 @@ async def measure_ledgers() -> None:
     depth, oldest = 0, None
     started = time.perf_counter()
     for partition in active:
-        db = sku_ledgers.data._db_for_partition(partition)
-        for key, raw in db.items():
-            if key.startswith(b"\x00") or key == sku_ledgers.data.offset_key:
+        for key in ledger_keys(sku_ledgers.data._db_for_partition(partition)):
+            ledger = ledger_store.peek(key)
+            if ledger is None:
                 continue
-            ledger = SkuLedger.model_validate_json(raw)
             for r in ledger.reservations.values():
                 held[r.kind] += r.quantity
             depth += len(ledger.backorders)

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     rocksdb_write_buffer_mb: int = Field(8, description="RocksDB write buffer size")
     rocksdb_max_write_buffers: int = Field(2, description="RocksDB max write buffer number")
     dedup_window: int = Field(512, description="command ids remembered per SKU ledger for idempotency")
+    state_cache_entries: int = Field(
+        20_000, description="decoded SKU ledgers and customers kept in memory per worker (LRU; emptied on rebalance)"
+    )
     commit_interval_s: float = Field(1.0, description="how often consumed offsets are committed")
     standby_replicas: int = Field(1, description="standby table replicas kept by other workers")
     schema_registry_url: str | None = Field(None, description="Confluent schema registry; outputs go Avro")

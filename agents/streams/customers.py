@@ -14,18 +14,32 @@ from agents.core.events import CustomerPricingUpdated, CustomerUpserted, Product
 from agents.core.ids import split_key
 from agents.envelope import Envelope
 from agents.metrics import EVENTS_PROCESSED
+from agents.state_store import Collection, SplitStore
 from agents.streams.common import count_handled, dead_letter_internal, read, send_command, utcnow
 
 customers = table("customers", "customer_changelog")
 CATALOG_PREFIX = b"\x00catalog|"  # + tenant|sku: this partition's copy of the product
+# Prices, and each open order's exposure and holds, one record each: a big account stays cheap to write.
+customer_store = SplitStore(
+    customers,
+    core.CustomerState,
+    (
+        Collection("prices", core.PriceOverride),
+        Collection("exposures", Decimal),
+        Collection("holds", dict[str, int]),
+    ),
+    ring="processed",
+    window=settings.dedup_window,
+    cache_entries=settings.state_cache_entries,
+)
 
 
 def load_customer(key: bytes) -> core.CustomerState:
-    raw = customers.get(key)
-    if raw is None:
+    state = customer_store.get(key)
+    if state is None:
         tenant, customer_id = split_key(key)
         return core.new_customer(tenant, customer_id)
-    return core.CustomerState.model_validate_json(raw)
+    return state
 
 
 def catalog_for(tenant_id: str, skus: set[str]) -> dict[str, core.CatalogPrice]:
@@ -71,10 +85,17 @@ async def apply_command(event: Any) -> None:
             "customer_commands", message, envelope, type(exc).__name__, f"unexpected error: {exc}"
         )
         return
-    customers[message.key] = result.state.model_dump_json().encode()
+    customer_store.put(message.key, result.state, refresh=result.duplicate)
     for reply in result.replies:
         await send_command(reply, envelope.source)
     count_handled("customer_commands", "customers", result.duplicate, started)
+
+
+@app.on_partitions_revoked.connect
+@app.on_partitions_assigned.connect  # type: ignore[arg-type]
+async def forget_decoded_customers(sender: Any, *args: Any, **kwargs: Any) -> None:
+    """A partition that moves away and back may have changed meanwhile: read it again."""
+    customer_store.clear()
 
 
 @app.agent(topics["customer_commands"], name="customers", concurrency=1)

@@ -10,31 +10,55 @@ from agents.core import ledger as core
 from agents.core.commands import ProcessBackorders
 from agents.core.ids import split_key
 from agents.envelope import Envelope
+from agents.state_store import Collection, SplitStore, is_entry_key
 from agents.streams.common import count_handled, dead_letter_internal, publish, read, send_command, utcnow
 
 sku_ledgers = table("sku_ledger", "sku_ledger_changelog")
+# A reservation and a queued backorder line per record: a busy SKU's ledger never makes a big record.
+ledger_store = SplitStore(
+    sku_ledgers,
+    core.SkuLedger,
+    (
+        Collection("reservations", core.Reservation),
+        Collection(
+            "backorders", core.QueuedLine, key_of=lambda q: f"{q.order_id}/{q.line_id}", order=core.QueuedLine.sort_key
+        ),
+    ),
+    ring="processed",
+    window=settings.dedup_window,
+    cache_entries=settings.state_cache_entries,
+)
 
 
 def load_ledger(key: bytes) -> core.SkuLedger:
-    raw = sku_ledgers.get(key)
-    if raw is None:
+    ledger = ledger_store.get(key)
+    if ledger is None:
         tenant, sku = split_key(key)
         return core.new_ledger(tenant, sku)
-    return core.SkuLedger.model_validate_json(raw)
+    return ledger
+
+
+def ledger_keys(db: Any, prefix: bytes = b"") -> list[bytes]:
+    """The ledger keys (headers) of one partition's database, from `prefix` on while they match it."""
+    found = []
+    for key in db.keys(from_key=prefix):
+        if not key.startswith(prefix):
+            break
+        if not key.startswith(b"\x00") and not is_entry_key(key):
+            found.append(key)
+    return found
 
 
 async def process_backorders(partition: int, command: ProcessBackorders) -> int:
     """Re-run the backorder queues of the tenant's ledgers in this partition; returns how many changed."""
     prefix = f"{command.tenant_id}|".encode()
     changed = 0
-    for key, raw in list(sku_ledgers.data._db_for_partition(partition).items(from_key=prefix)):
-        if not key.startswith(prefix):
-            break
-        ledger = core.SkuLedger.model_validate_json(raw)
+    for key in ledger_keys(sku_ledgers.data._db_for_partition(partition), prefix):
+        ledger = load_ledger(key)
         filled, replies = core.fill_backorders(ledger, utcnow())
         if filled is ledger:
             continue
-        sku_ledgers[key] = filled.model_dump_json().encode()
+        ledger_store.put(key, filled)
         await publish(core.availability(filled))
         for reply in replies:
             await send_command(reply, None)
@@ -65,13 +89,20 @@ async def apply_command(event: Any) -> None:
         log.exception("sku ledger failed on %s[%d]@%d", message.topic, message.partition, message.offset)
         await dead_letter_internal("sku_commands", message, envelope, type(exc).__name__, f"unexpected error: {exc}")
         return
-    # Written even for a duplicate: the first attempt may not have reached the changelog.
-    sku_ledgers[message.key] = result.ledger.model_dump_json().encode()
+    # A duplicate writes every record again: the first attempt may not have reached the changelog.
+    ledger_store.put(message.key, result.ledger, refresh=result.duplicate)
     for output in result.outputs:
         await publish(output)
     for reply in result.replies:
         await send_command(reply, envelope.source)
     count_handled("sku_commands", "sku_ledger", result.duplicate, started)
+
+
+@app.on_partitions_revoked.connect
+@app.on_partitions_assigned.connect  # type: ignore[arg-type]
+async def forget_decoded_ledgers(sender: Any, *args: Any, **kwargs: Any) -> None:
+    """A partition that moves away and back may have changed meanwhile: read it again."""
+    ledger_store.clear()
 
 
 @app.agent(topics["sku_commands"], name="sku_ledger", concurrency=1)
