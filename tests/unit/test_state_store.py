@@ -96,7 +96,10 @@ def store(table: Table) -> SplitStore[Entity]:
     return SplitStore(
         table,
         Entity,
-        (Collection("counts", int), Collection("items", Item, key_of=lambda i: i.name, order=lambda i: (i.rank, i.name))),
+        (
+            Collection("counts", int),
+            Collection("items", Item, key_of=lambda i: i.name, order=lambda i: (i.rank, i.name)),
+        ),
         ring="seen",
         window=WINDOW,
     )
