@@ -146,7 +146,7 @@ class SkuLedger(Model):
     updated_at: datetime | None = None
 
     def committed(self, location: str, kind: Literal["ORDER", "OPPORTUNITY"]) -> int:
-        return sum(r.quantity for r in self.reservations.values() if r.location == location and r.kind == kind)
+        return _index(self).committed.get((location, kind), 0)
 
     def available(self, location: str) -> int:
         return (
@@ -154,15 +154,45 @@ class SkuLedger(Model):
         )
 
     def locations(self) -> list[str]:
-        return sorted(
-            set(self.on_hand) | {r.location for r in self.reservations.values()} | {q.location for q in self.backorders}
-        )
+        return sorted(set(self.on_hand) | _index(self).locations | {q.location for q in self.backorders})
 
     def has_processed(self, command_id: str) -> bool:
         return command_id in self.processed
 
     def backordered(self, location: str) -> int:
         return sum(q.quantity for q in self.backorders if q.location == location)
+
+
+@dataclass(frozen=True)
+class _Index:
+    """Sums over a ledger's reservations, computed in one pass."""
+
+    committed: dict[tuple[str, str], int]  # (location, kind) -> units held
+    locations: frozenset[str]
+
+
+# A memo of the index of the last few ledgers (a ledger is immutable: the index is a pure function of it).
+# A command reads the index of the ledger it starts from, which is the one the previous command ended with
+# (its availability built the index), and builds one for the ledger it ends with: one pass per command
+# instead of a pass per sum, which with thousands of open reservations on a SKU was most of
+# the time a command took. The entry holds the ledger itself, so its id is not reused while it is here.
+_INDEXES: dict[int, tuple[SkuLedger, _Index]] = {}
+_INDEXES_KEPT = 8
+
+
+def _index(ledger: SkuLedger) -> _Index:
+    hit = _INDEXES.get(id(ledger))
+    if hit is not None and hit[0] is ledger:
+        return hit[1]
+    committed: dict[tuple[str, str], int] = {}
+    for r in ledger.reservations.values():
+        key = (r.location, r.kind)
+        committed[key] = committed.get(key, 0) + r.quantity
+    index = _Index(committed, frozenset(loc for loc, _ in committed))
+    if len(_INDEXES) >= _INDEXES_KEPT:
+        del _INDEXES[next(iter(_INDEXES))]
+    _INDEXES[id(ledger)] = (ledger, index)
+    return index
 
 
 class BusinessRuleViolation(ValueError):
@@ -385,7 +415,7 @@ def reservation_id(order_id: str, line_id: str) -> str:
 
 
 def order_reservations(ledger: SkuLedger, order_id: str) -> dict[str, Reservation]:
-    return {rid: r for rid, r in ledger.reservations.items() if r.kind == "ORDER" and r.owner_id == order_id}
+    return {rid: r for rid, r in ledger.reservations.items() if r.owner_id == order_id and r.kind == "ORDER"}
 
 
 def soft_reservation_id(opportunity_id: str, location: str) -> str:
@@ -398,7 +428,7 @@ def opportunity_reservations(ledger: SkuLedger, opportunity_id: str | None) -> d
     if not opportunity_id:
         return {}
     return {
-        rid: r for rid, r in ledger.reservations.items() if r.kind == "OPPORTUNITY" and r.owner_id == opportunity_id
+        rid: r for rid, r in ledger.reservations.items() if r.owner_id == opportunity_id and r.kind == "OPPORTUNITY"
     }
 
 
@@ -501,12 +531,9 @@ def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, 
     if victims is None:
         seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
         return LedgerResult(seen, [], [_reply(ledger, command, False, now, shortages=tuple(short))])
-    dropped = {r.reservation_id for r in victims}
-    kept = {
-        rid: r
-        for rid, r in ledger.reservations.items()
-        if not (r.kind == "ORDER" and r.owner_id == command.order_id) and rid not in dropped
-    }
+    kept = dict(ledger.reservations)
+    for rid in (*order_reservations(ledger, command.order_id), *(r.reservation_id for r in victims)):
+        kept.pop(rid, None)
     for line in command.lines:
         rid = reservation_id(command.order_id, line.line_id)
         kept[rid] = Reservation(

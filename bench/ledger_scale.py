@@ -1,0 +1,79 @@
+"""How a SKU ledger's cost grows with its open reservations: CPU time of one ReserveStock in the pure core,
+and the biggest record the ledger makes in its table (agents/state_store.py), against one JSON value.
+
+    .venv/bin/python -m bench.ledger_scale [--sizes 100,1000,5000] [--repeat 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from agents.core import ledger as core
+from agents.state_store import Collection, SplitStore
+from tests.unit.factories import T0, reserve_stock_factory, stock_received_factory
+from tests.unit.test_state_store import Table as MemoryTable
+
+
+def _reserve(order_id: str) -> Any:
+    return reserve_stock_factory(
+        order_id=order_id, lines=[{"line_id": "L1", "sku": "SKU-1", "quantity": 2, "location": "WH1"}]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.ledger_scale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100,1000,5000", help="open reservations on the SKU")
+    parser.add_argument("--repeat", type=int, default=200, help="ReserveStock commands timed per size")
+    args = parser.parse_args(argv)
+    console = Console()
+    out = Table(title="one SKU ledger: cost of a ReserveStock by open reservations")
+    for column in ("open reservations", "core handle() median ms", "p99 ms", "one JSON value KB", "biggest record KB"):
+        out.add_column(column, justify="right")
+    table = MemoryTable()
+    store = SplitStore(
+        table,
+        core.SkuLedger,
+        (
+            Collection("reservations", core.Reservation),
+            Collection(
+                "backorders",
+                core.QueuedLine,
+                key_of=lambda q: f"{q.order_id}/{q.line_id}",
+                order=core.QueuedLine.sort_key,
+            ),
+        ),
+        ring="processed",
+    )
+    ledger = core.handle(core.new_ledger("acme", "SKU-1"), stock_received_factory(quantity=10**8), T0, 512).ledger
+    held = 0
+    for size in sorted(int(s) for s in args.sizes.split(",")):
+        while held < size:
+            ledger = core.handle(ledger, _reserve(f"O{held:07d}"), T0, 512).ledger
+            store.put(b"acme|SKU-1", ledger)
+            held += 1
+        times = []
+        for n in range(args.repeat):
+            started = time.perf_counter()
+            core.handle(ledger, _reserve(f"X{n}"), T0, 512)
+            times.append((time.perf_counter() - started) * 1000)
+        times.sort()
+        biggest = max(len(k) + len(v) for k, v in table.rows.items())
+        out.add_row(
+            f"{size:,}",
+            f"{statistics.median(times):.3f}",
+            f"{times[int(len(times) * 0.99) - 1]:.3f}",
+            f"{len(ledger.model_dump_json()) / 1024:,.0f}",
+            f"{biggest / 1024:.1f}",
+        )
+    console.print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
