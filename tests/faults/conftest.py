@@ -6,10 +6,13 @@ FAULT_SCALE (default 1) multiplies how many faults and how much load each test u
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
@@ -92,6 +95,7 @@ def settle_and_audit(fleet: Fleet, load: Load, timeout: float = 180) -> Verdict:
         try:
             wait_until(settled, timeout, "the fleet to catch up and the checker to be satisfied", interval=1.0)
         except AssertionError:
+            dump(fleet, load, {topic: r.records for topic, r in readers.items()})
             if last:
                 last[0].assert_ok()
             raise
@@ -104,8 +108,28 @@ def settle_and_audit(fleet: Fleet, load: Load, timeout: float = 180) -> Verdict:
     finally:
         for reader in fresh.values():
             reader.close()
+    if final.problems:
+        dump(fleet, load, {topic: r.records for topic, r in fresh.items()})
     final.assert_ok()
     return final
+
+
+def dump(fleet: Fleet, load: Load, outputs: dict[str, list[dict[str, Any]]]) -> None:
+    """On a failed audit: keep what the checker saw (audit.json, to re-run tests.support.checker.audit on it)
+    next to the worker logs, and show where they are with the end of each worker's log."""
+    sent = [
+        {
+            **{k: v for k, v in vars(s).items() if k not in ("key", "value")},
+            "key": s.key.decode(errors="replace"),
+            "value": base64.b64encode(s.value).decode(),
+        }
+        for s in load.sent
+    ]
+    path = fleet.directory / "audit.json"
+    path.write_text(json.dumps({"tenants": list(load.workload.tenants), "sent": sent, "outputs": outputs}, default=str))
+    print(f"audit data: {path}")
+    for worker in fleet.workers:
+        print(f"---- {worker.name} ({worker.log_path}) ----\n{worker.tail_log(40)}")
 
 
 def start_load(fleet: Fleet, rate: float = 15.0, **faults: float) -> Load:
