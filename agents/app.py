@@ -10,6 +10,7 @@ from typing import Any
 
 import faust
 
+from agents import consumer_fix
 from agents.codec import Codec, LocalSchemaRegistry, encode_json
 from agents.dlq import dead_letter
 from agents.metrics import DLQ_MESSAGES
@@ -17,6 +18,7 @@ from agents.settings import Settings, get_settings
 from agents.topology import TopicSpec, Topology, load_topology
 
 log = logging.getLogger("agents")
+consumer_fix.install()  # records thrown away during a rebalance must be read again (agents/consumer_fix.py)
 
 settings: Settings = get_settings()
 topology: Topology = load_topology(settings.topics_file, settings.replication_factor)

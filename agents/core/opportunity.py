@@ -58,6 +58,7 @@ from agents.core.ids import event_id
 
 THRESHOLD = 0.3
 DEFAULT_DEDUP_WINDOW = 128
+NOTICES_KEPT = 32
 
 OpportunityStatus = Literal[
     "NEW",  # never upserted
@@ -117,6 +118,7 @@ class OpportunitySaga(Model):
     released: tuple[str, ...] = ()  # SKUs the latest release decision released (re-sent on redelivery)
     release_cause: str = ""
     last_events: tuple[OpportunityOutcome, ...] = ()  # the outputs of the latest decision
+    told: tuple[OpportunityOutcome, ...] = ()  # what recent ledger notices led to (re-sent on redelivery)
     processed: tuple[str, ...] = ()
     version: int = 0
 
@@ -505,31 +507,36 @@ def _converted(saga: OpportunitySaga, notice: OpportunityConverted, now: datetim
     """An order naming the opportunity reserved on a SKU: what it holds is served demand, and what it took
     over from the soft holds is released as CONVERTED."""
     seen = f"cmd:{notice.command_id}"
+    if seen in saga.processed:
+        return OpportunityResult(saga, _told(saga, notice), duplicate=True, note="repeated OpportunityConverted")
+    taken_from_holds = _held_part(saga, notice.sku, notice.items)
     out = _released(
         saga,
         now,
         "CONVERTED",
         notice.command_id,
-        _notice_lines(saga, notice.sku, notice.items),
+        _notice_lines(saga, notice.sku, taken_from_holds),
         f"order {notice.order_id} took over the soft hold",
         order_id=notice.order_id,
     )
-    outputs: list[Output] = [out] if notice.items else []
-    if seen in saga.processed:
-        return OpportunityResult(saga, outputs, duplicate=True, note="repeated OpportunityConverted")
+    outputs: list[Output] = [out] if taken_from_holds else []
     mine = {k: v for k, v in saga.ordered.get(notice.order_id, {}).items() if k.split("|", 1)[0] != notice.sku}
     mine.update({f"{notice.sku}|{ln.location}": ln.quantity for ln in notice.ordered})
     ordered = {**saga.ordered, notice.order_id: mine}
     taken = {ln.location: ln.quantity for ln in notice.items}
     holds = _without(saga.holds, notice.sku, taken, whole=False)
     status = "CONVERTED" if notice.items and not holds and saga.status == "ALLOCATED" else saga.status
-    return OpportunityResult(_bump(saga, seen, holds=holds, ordered=ordered, status=status), outputs)
+    nxt = _bump(saga, seen, holds=holds, ordered=ordered, status=status, told=_keep_told(saga, outputs))
+    return OpportunityResult(nxt, outputs)
 
 
 def _preempted(saga: OpportunitySaga, notice: OpportunityPreempted, now: datetime) -> OpportunityResult:
     """A short firm order (or a physical count) dropped whole soft holds of the opportunity on a SKU."""
     seen = f"cmd:{notice.command_id}"
-    lines = _notice_lines(saga, notice.sku, notice.items)
+    if seen in saga.processed:
+        return OpportunityResult(saga, _told(saga, notice), duplicate=True, note="repeated OpportunityPreempted")
+    lost = _held_part(saga, notice.sku, notice.items)
+    lines = _notice_lines(saga, notice.sku, lost)
     out: Output
     if notice.order_id:
         out = OpportunityInventoryPreempted(
@@ -541,12 +548,34 @@ def _preempted(saga: OpportunitySaga, notice: OpportunityPreempted, now: datetim
         )
     else:
         out = _released(saga, now, "STOCK_LOST", notice.command_id, lines, notice.message)
-    if seen in saga.processed:
-        return OpportunityResult(saga, [out], duplicate=True, note="repeated OpportunityPreempted")
+    outputs: list[Output] = [out] if lost else []
     taken = {ln.location: ln.quantity for ln in notice.items}
     holds = _without(saga.holds, notice.sku, taken, whole=True)
     status = "PREEMPTED" if not holds and saga.status == "ALLOCATED" else saga.status
-    return OpportunityResult(_bump(saga, seen, holds=holds, status=status), [out])
+    return OpportunityResult(_bump(saga, seen, holds=holds, status=status, told=_keep_told(saga, outputs)), outputs)
+
+
+def _held_part(saga: OpportunitySaga, sku: str, items: tuple[SoftLine, ...]) -> tuple[SoftLine, ...]:
+    """What of `items` (taken from the opportunity's holds on `sku` by a ledger) the opportunity still held.
+    A ledger may take a hold that the opportunity has already given up (its round was refused on another
+    SKU and the SoftRelease is on its way): that loss is not the opportunity's, and telling it would take
+    the same units away twice from anyone adding up its events."""
+    held = {ln.location: ln.quantity for ln in saga.holds.get(sku, ())}
+    return tuple(
+        SoftLine(location=ln.location, quantity=min(ln.quantity, held[ln.location]))
+        for ln in items
+        if held.get(ln.location, 0) > 0 and ln.quantity > 0
+    )
+
+
+def _keep_told(saga: OpportunitySaga, outputs: list[Output]) -> tuple[OpportunityOutcome, ...]:
+    told = [o for o in outputs if isinstance(o, OpportunityInventoryReleased | OpportunityInventoryPreempted)]
+    return (*saga.told, *told)[-NOTICES_KEPT:]
+
+
+def _told(saga: OpportunitySaga, notice: OpportunityConverted | OpportunityPreempted) -> list[Output]:
+    """What a ledger's notice led to, published again when the notice is redelivered."""
+    return [o for o in saga.told if o.causation_id == notice.command_id]
 
 
 # ---- expiry --------------------------------------------------------------------------------------------

@@ -6,13 +6,17 @@ FAULT_SCALE (default 1) multiplies how many faults and how much load each test u
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.support.checker import Verdict, audit
@@ -48,27 +52,71 @@ def tenants() -> tuple[str, ...]:
     return (f"fa{run}", f"fb{run}")
 
 
+CONSUMED = (
+    "products",
+    "stock_movements",
+    "customers",
+    "customer_pricing",
+    "opportunities",
+    "orders",
+    "shipments",
+    "sku_commands",
+    "order_commands",
+    "customer_commands",
+    "opportunity_commands",
+)
+
+
 def group_caught_up(fleet: Fleet) -> bool:
-    """The fleet's consumer group has committed the end of every partition it reads (inputs and internal)."""
+    """The fleet's consumer group has committed the end of every partition it reads (inputs and internal
+    commands), but for the expiry ticks each worker sends its order and opportunity partitions every second:
+    a partition whose only uncommitted records are ticks counts as caught up (otherwise the group is hardly
+    ever seen caught up, and a run waits for a lucky moment)."""
     admin = AdminClient({"bootstrap.servers": fleet.bootstrap})
     request = ConsumerGroupTopicPartitions(fleet.app_id)
-    try:
-        committed = admin.list_consumer_group_offsets([request])[fleet.app_id].result(timeout=10)
-    except Exception:
-        return False
-    from confluent_kafka import Consumer
-
     probe = Consumer({"bootstrap.servers": fleet.bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
     try:
-        for tp in committed.topic_partitions:
-            if tp.topic.endswith("changelog") or tp.offset < 0:
-                continue
-            _, high = probe.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
-            if tp.offset < high:
-                return False
-        return bool(committed.topic_partitions)
+        metadata = probe.list_topics(timeout=10)
+        ends = {}
+        for topic_id in CONSUMED:
+            name = fleet.names[topic_id]
+            for partition in metadata.topics[name].partitions:
+                ends[(name, partition)] = probe.get_watermark_offsets(TopicPartition(name, partition), timeout=10)[1]
+        try:
+            result = admin.list_consumer_group_offsets([request])[fleet.app_id].result(timeout=10)
+        except Exception:
+            return False
+        committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
+        behind = []
+        for (name, partition), high in ends.items():
+            offset = committed.get((name, partition), -1)
+            if high > 0 and offset < 0:
+                return False  # records the group never committed at all
+            if 0 <= offset < high:
+                behind.append(TopicPartition(name, partition, offset))
+        return only_ticks(probe, behind, ends)
     finally:
         probe.close()
+
+
+def only_ticks(probe: Consumer, behind: list[TopicPartition], ends: dict[tuple[str, int], int]) -> bool:
+    """Whether every record from each partition's committed offset to its end (read as of `ends`) is an
+    expiry tick."""
+    if not behind:
+        return True
+    probe.assign(behind)
+    left = {(tp.topic, tp.partition) for tp in behind}
+    deadline = time.monotonic() + 10
+    while left and time.monotonic() < deadline:
+        for msg in probe.consume(100, timeout=0.5):
+            where = (msg.topic(), msg.partition())
+            if msg.error() or where not in left:
+                continue
+            if json.loads(msg.value()).get("kind") != "ExpiryTick":
+                return False
+            if msg.offset() + 1 >= ends[where]:
+                left.discard(where)
+    return not left
 
 
 def settle_and_audit(fleet: Fleet, load: Load, timeout: float = 180) -> Verdict:
@@ -92,6 +140,7 @@ def settle_and_audit(fleet: Fleet, load: Load, timeout: float = 180) -> Verdict:
         try:
             wait_until(settled, timeout, "the fleet to catch up and the checker to be satisfied", interval=1.0)
         except AssertionError:
+            dump(fleet, load, {topic: r.records for topic, r in readers.items()})
             if last:
                 last[0].assert_ok()
             raise
@@ -104,8 +153,28 @@ def settle_and_audit(fleet: Fleet, load: Load, timeout: float = 180) -> Verdict:
     finally:
         for reader in fresh.values():
             reader.close()
+    if final.problems:
+        dump(fleet, load, {topic: r.records for topic, r in fresh.items()})
     final.assert_ok()
     return final
+
+
+def dump(fleet: Fleet, load: Load, outputs: dict[str, list[dict[str, Any]]]) -> None:
+    """On a failed audit: keep what the checker saw (audit.json, to re-run tests.support.checker.audit on it)
+    next to the worker logs, and show where they are with the end of each worker's log."""
+    sent = [
+        {
+            **{k: v for k, v in vars(s).items() if k not in ("key", "value")},
+            "key": s.key.decode(errors="replace"),
+            "value": base64.b64encode(s.value).decode(),
+        }
+        for s in load.sent
+    ]
+    path = fleet.directory / "audit.json"
+    path.write_text(json.dumps({"tenants": list(load.workload.tenants), "sent": sent, "outputs": outputs}, default=str))
+    print(f"audit data: {path}")
+    for worker in fleet.workers:
+        print(f"---- {worker.name} ({worker.log_path}) ----\n{worker.tail_log(40)}")
 
 
 def start_load(fleet: Fleet, rate: float = 15.0, **faults: float) -> Load:

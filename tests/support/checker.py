@@ -185,16 +185,35 @@ def audit(
             verdict.problems.append(f"{tenant} order {order_id}: no placement outcome")
     released = {(r["tenant_id"], r["order_id"]) for r in allocations if r["event_type"] == "OrderInventoryReleased"}
     rejected = {(r["tenant_id"], r["order_id"]) for r in allocations if r["event_type"] == "OrderAllocationRejected"}
-    for e in by_type["OrderCancelled"]:
-        key = (e["tenant_id"], e["order_id"])
-        if key in orders and key not in released and key not in rejected:
+    # A cancel ends the order, unless a fulfillment had already issued its stock (README: a cancel of an
+    # order in fulfillment is too late and changes nothing). Never both: stock issued for a cancelled order.
+    shipping = {(r["tenant_id"], r["order_id"]) for r in fulfillments if r["event_type"] == "FulfillmentAccepted"}
+    cancelled_released = {
+        (r["tenant_id"], r["order_id"])
+        for r in allocations
+        if r["event_type"] == "OrderInventoryReleased" and r.get("reason") == "CANCELLED"
+    }
+    for key in sorted({(e["tenant_id"], e["order_id"]) for e in by_type["OrderCancelled"]}):
+        if key not in orders:
+            continue
+        if key in shipping and key in cancelled_released:
+            verdict.problems.append(f"{key}: released as CANCELLED, yet a fulfillment issued its stock")
+        elif key not in shipping and key not in released and key not in rejected:
             verdict.problems.append(f"{key}: cancelled, yet neither released nor rejected")
 
-    # Each movement and product changed a ledger version (its availability names it as the cause).
-    for kind in ("StockReceived", "StockAdjusted", "StockCounted", "ProductUpserted"):
+    # Each product and each movement changed a ledger version (its availability names it as the cause). A
+    # movement is applied once per movement id on its SKU (README): of the accepted events with one movement
+    # id (a duplicate, or a copy with another event id), the first one applied names it.
+    for e in by_type["ProductUpserted"]:
+        if e["event_id"] not in causes:
+            verdict.problems.append(f"ProductUpserted {e['event_id']} accepted but no availability names it")
+    movements: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for kind in ("StockReceived", "StockAdjusted", "StockCounted"):
         for e in by_type[kind]:
-            if e["event_id"] not in causes:
-                verdict.problems.append(f"{kind} {e['event_id']} accepted but no availability names it")
+            movements[(e["tenant_id"], e["sku"], e["movement_id"])].append(e)
+    for key, same in movements.items():
+        if not any(e["event_id"] in causes for e in same):
+            verdict.problems.append(f"movement {key} accepted but no availability names it")
     # Each fulfillment started was accepted or rejected; each opportunity got an answer.
     answered = {(r["tenant_id"], r["fulfillment_id"]) for r in fulfillments if r["event_type"] in FULFILLMENT_OUTCOMES}
     for e in by_type["FulfillmentStarted"]:
@@ -229,7 +248,9 @@ def audit(
         if key and r["event_type"] in ("OrderInventoryAllocated", "OrderBackordered") and key not in released:
             holding.setdefault(key, r)
     open_lines: dict[tuple[str, str, str], int] = defaultdict(int)
-    ordered = {(e["tenant_id"], e["order_id"]): e for e in by_type["OrderPlaced"]}
+    ordered: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in by_type["OrderPlaced"]:  # the order id is the identity: the first accepted one is the order
+        ordered.setdefault((e["tenant_id"], e["order_id"]), e)
     for key in holding:
         for line in ordered[key]["lines"] if key in ordered else ():
             open_lines[(key[0], line["sku"], line["location"])] += line["quantity"]
@@ -237,21 +258,37 @@ def audit(
         if r["event_type"] == "FulfillmentAccepted" and (r["tenant_id"], r["order_id"]) in holding:
             for item in r["items"]:
                 open_lines[(r["tenant_id"], item["sku"], item["location"])] -= item["quantity"]
-    # Opportunities: soft holds = allocated - released - pre-empted.
+    # Opportunities: what each holds, from its events in log order (one key, one partition). Allocated
+    # states every hold it has (README: each upsert re-evaluates and the answer names what is held);
+    # Rejected holds nothing; a release for LOST, BELOW_THRESHOLD, EXPIRED or CHANGED gives back every hold;
+    # CONVERTED and STOCK_LOST releases and pre-emptions take away the items they name.
     soft: dict[tuple[str, str, str], int] = defaultdict(int)
-    sign = {"OpportunityInventoryAllocated": 1, "OpportunityInventoryReleased": -1, "OpportunityInventoryPreempted": -1}
+    holds: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
     for r in allocations:
-        for item in r.get("items", []) if r["event_type"] in sign else ():
-            soft[(r["tenant_id"], item["sku"], item["location"])] += sign[r["event_type"]] * item["quantity"]
-    # On hand = receipts + accepted adjustments (counts set it) - issued.
+        kind = r["event_type"]
+        if not kind.startswith("Opportunity"):
+            continue
+        key = (r["tenant_id"], r["opportunity_id"])
+        items = {(i["sku"], i["location"]): i["quantity"] for i in r.get("items", [])}
+        if kind == "OpportunityInventoryAllocated":
+            holds[key] = items
+        elif kind == "OpportunityInventoryRejected" or (
+            kind == "OpportunityInventoryReleased" and r["reason"] not in ("CONVERTED", "STOCK_LOST")
+        ):
+            holds[key] = {}
+        elif kind in ("OpportunityInventoryReleased", "OpportunityInventoryPreempted"):
+            mine = holds.setdefault(key, {})
+            for where, quantity in items.items():
+                mine[where] = mine.get(where, 0) - quantity
+    for (tenant, _), held in holds.items():
+        for (sku, location), quantity in held.items():
+            soft[(tenant, sku, location)] += quantity
+    # On hand = receipts + accepted adjustments (counts set it) - issued; a movement id counts once per SKU.
     on_hand: dict[tuple[str, str, str], int] = defaultdict(int)
-    applied = {e["event_id"] for kind in ("StockReceived", "StockAdjusted") for e in by_type[kind]}
-    moved: dict[str, dict[str, Any]] = {}
-    for s in valid:
-        if s.event["event_type"] in ("StockReceived", "StockAdjusted") and s.event["event_id"] in applied:
-            moved.setdefault(s.event["event_id"], s.event)
-    for e in moved.values():
-        on_hand[(e["tenant_id"], e["sku"], e["location"])] += e.get("quantity", 0) + e.get("delta", 0)
+    for same in movements.values():
+        e = same[0]
+        if e["event_type"] != "StockCounted":
+            on_hand[(e["tenant_id"], e["sku"], e["location"])] += e.get("quantity", 0) + e.get("delta", 0)
     counted = bool(by_type["StockCounted"])
     for (tenant, sku), record in _latest_availability(availability).items():
         for loc in record["locations"]:

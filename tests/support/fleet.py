@@ -208,6 +208,7 @@ class OutputReader:
                 "group.id": f"reader-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 50,
             }
         )
         metadata = self.consumer.list_topics(timeout=10)

@@ -610,3 +610,37 @@ def test_the_saga_and_the_ledger_survive_their_table_encoding() -> None:
     assert ledger.recent_soft and ledger.soft_converted
     assert ledgers.SkuLedger.model_validate_json(ledger.model_dump_json()) == ledger
     assert bus.saga().expires_at == datetime(2027, 3, 2, tzinfo=UTC)
+
+
+def test_a_hold_taken_after_the_opportunity_gave_it_up_is_not_reported_as_its_loss() -> None:
+    """Seen in tests/faults: SKU-1 held, SKU-2 refused, so the opportunity is rejected and releases SKU-1; a
+    firm order had meanwhile pre-empted the SKU-1 hold on the ledger, and that notice arrived after the
+    rejection. Publishing it said the opportunity lost 3 units after it said it held nothing."""
+    bus = Bus({"SKU-1": {"WH1": 5}, "SKU-2": {"WH1": 0}})
+    bus.to_saga(upsert([("SKU-1", 3), ("SKU-2", 2)], probability=0.5))
+    bus.to_ledger(bus.queue.popleft())  # SKU-1 holds 3 and answers
+    bus.to_ledger(bus.queue.popleft())  # SKU-2 refuses
+    order = reserve_stock_factory(
+        order_id="ORD-1", lines=[{"line_id": "L1", "sku": "SKU-1", "quantity": 4, "location": "WH1"}]
+    )
+    taken = bus.to_ledger(order)  # short by 2: takes the whole soft hold; the notice follows both answers
+    (notice,) = [c for c in taken.replies if isinstance(c, OpportunityPreempted)]
+    bus.run()
+    mine = [o for o in bus.outputs if o.opportunity_id == OPP]
+    assert kinds(mine) == ["OpportunityInventoryRejected"]
+    assert bus.sagas[OPP].holds == {} and bus.soft("SKU-1") == 0 and bus.firm("SKU-1") == 4
+    assert core.handle(bus.sagas[OPP], notice, bus.now).outputs == []  # redelivered: still nothing to say
+
+
+def test_a_redelivered_pre_emption_re_publishes_the_very_same_event() -> None:
+    bus = Bus({"SKU-1": {"WH1": 5}})
+    bus.send(upsert([("SKU-1", 3)], probability=0.5))
+    order = reserve_stock_factory(
+        order_id="ORD-1", lines=[{"line_id": "L1", "sku": "SKU-1", "quantity": 4, "location": "WH1"}]
+    )
+    (notice,) = [c for c in bus.to_ledger(order).replies if isinstance(c, OpportunityPreempted)]
+    bus.run()
+    (first,) = [o for o in bus.outputs if isinstance(o, OpportunityInventoryPreempted)]
+    assert [(i.sku, i.quantity) for i in first.items] == [("SKU-1", 3)]
+    again = core.handle(bus.sagas[OPP], notice, bus.now)
+    assert again.duplicate and again.outputs == [first]
