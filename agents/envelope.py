@@ -19,11 +19,15 @@ class SourceRef(BaseModel):
 
 
 class Envelope(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
     kind: str
     source: SourceRef | None = None
     body: str
+    # The upstream record's value and headers, on the first hop after intake only: a dead letter raised by
+    # the agent that owns the input (a ledger refusing an adjustment) keeps the bytes that were sent.
+    original: bytes | None = None
+    original_headers: dict[str, bytes] | None = None
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -36,5 +40,13 @@ class Envelope(BaseModel):
         return json.loads(self.body)
 
 
-def wrap(kind: str, body: BaseModel, source: SourceRef | None) -> bytes:
-    return Envelope(kind=kind, source=source, body=body.model_dump_json()).to_bytes()
+def wrap(
+    kind: str,
+    body: BaseModel,
+    source: SourceRef | None,
+    original: bytes | None = None,
+    original_headers: dict[str, bytes] | None = None,
+) -> bytes:
+    return Envelope(
+        kind=kind, source=source, body=body.model_dump_json(), original=original, original_headers=original_headers
+    ).to_bytes()

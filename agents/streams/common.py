@@ -60,10 +60,18 @@ async def dead_letter_internal(
         error=error,
         reason=reason,
         key=source.key if source else message.key,
-        value=envelope.body.encode() if envelope else message.value,
+        value=_original_value(envelope, message),
+        headers=envelope.original_headers if envelope and envelope.original_headers else None,
         tenant_id=split_key(message.key)[0] if message.key and not message.key.startswith(b"\x00") else None,
     )
     EVENTS_PROCESSED.labels(topic_id, "dlq").inc()
+
+
+def _original_value(envelope: Envelope | None, message: Any) -> bytes:
+    """The bytes upstream sent, when the envelope still carries them (first hop); else what we have."""
+    if envelope is None:
+        return bytes(message.value)
+    return envelope.original if envelope.original is not None else envelope.body.encode()
 
 
 def count_handled(topic_id: str, agent: str, duplicate: bool, started: float) -> None:

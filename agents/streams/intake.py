@@ -49,7 +49,9 @@ async def forward(topic_id: str, event: Any) -> None:
         timestamp=message.timestamp,
     )
     key = entity_key(target.tenant_id, target.entity_id)
-    value = wrap(parsed.event_type, parsed, source)
+    raw_headers = message.headers or ()
+    headers = dict(raw_headers.items() if isinstance(raw_headers, dict) else raw_headers) or None
+    value = wrap(parsed.event_type, parsed, source, original=message.value, original_headers=headers)
     await topics[target.topic_id].send(key=key, value=value)
     if target.broadcast_to:
         for partition in range(topology[target.broadcast_to].partitions):
