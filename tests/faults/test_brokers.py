@@ -14,34 +14,16 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from tests.faults.conftest import settle_and_audit, start_load
-from tests.support.broker import ROOT
+from tests.support.broker import SCRIPT, kafka_cluster
 from tests.support.fleet import Fleet
 
-SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
 PORT = int(os.environ.get("INVENTORY_FAULTS_CLUSTER_PORT", "19892"))
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    env = {
-        **os.environ,
-        "NODES": "3",
-        "KAFKA_PORT": str(PORT),
-        "KAFKA_DATA": str(tmp_path / "kafka"),
-        "KAFKA_HEAP": "384m",
-    }
-    subprocess.run([str(SCRIPT), "up"], env=env, check=True, timeout=180)
-    try:
-        bootstrap = subprocess.run(
-            [str(SCRIPT), "bootstrap"], env=env, check=True, capture_output=True, text=True
-        ).stdout.strip()
-        yield bootstrap, env
-    finally:
-        # A throwaway cluster: kill its nodes. A clean stop of the last two brokers waits ~20 s for a
-        # controller quorum that is gone with the node the test killed, then kills them anyway.
-        for node in range(1, 4):
-            subprocess.run([str(SCRIPT), "stop-node", str(node)], env=env, check=False, capture_output=True)
-        subprocess.run([str(SCRIPT), "down"], env=env, check=False, timeout=120)
+    with kafka_cluster(PORT, tmp_path / "kafka") as found:
+        yield found
 
 
 def test_partition_leader_broker_killed_under_load(

@@ -13,30 +13,16 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.support.broker import ROOT
+from tests.support.broker import SCRIPT, kafka_cluster
 from tests.support.fleet import wait_until
 
-SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
 PORT = int(os.environ.get("INVENTORY_TEST_CLUSTER_PORT", "19792"))
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    env = {
-        **os.environ,
-        "NODES": "3",
-        "KAFKA_PORT": str(PORT),
-        "KAFKA_DATA": str(tmp_path / "kafka"),
-        "KAFKA_HEAP": "384m",
-    }
-    subprocess.run([str(SCRIPT), "up"], env=env, check=True, timeout=180)
-    try:
-        bootstrap = subprocess.run(
-            [str(SCRIPT), "bootstrap"], env=env, check=True, capture_output=True, text=True
-        ).stdout.strip()
-        yield bootstrap, env
-    finally:
-        subprocess.run([str(SCRIPT), "down"], env=env, check=False, timeout=120)
+    with kafka_cluster(PORT, tmp_path / "kafka") as found:
+        yield found
 
 
 def test_three_brokers_keep_acks_all_writes_going_with_one_broker_killed(cluster: tuple[str, dict[str, str]]) -> None:

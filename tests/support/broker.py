@@ -42,3 +42,25 @@ def kafka_bootstrap() -> Iterator[str]:
         yield f"127.0.0.1:{TEST_PORT}"
     finally:
         subprocess.run([str(script), "down"], env=env, check=False)
+
+
+SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
+
+
+@contextmanager
+def kafka_cluster(port: int, data: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A throwaway three-node KRaft cluster from kafka.sh (NODES=3; replication 3, min.insync.replicas 2):
+    yields its bootstrap servers and the environment that addresses it (for `kafka.sh stop-node N`)."""
+    env = {**os.environ, "NODES": "3", "KAFKA_PORT": str(port), "KAFKA_DATA": str(data), "KAFKA_HEAP": "384m"}
+    subprocess.run([str(SCRIPT), "up"], env=env, check=True, timeout=180)
+    try:
+        bootstrap = subprocess.run(
+            [str(SCRIPT), "bootstrap"], env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        yield bootstrap, env
+    finally:
+        # Kill the nodes first: a clean stop of the last two brokers waits ~20 s for a controller quorum
+        # that is gone with a node a test killed, then kills them anyway.
+        for node in range(1, 4):
+            subprocess.run([str(SCRIPT), "stop-node", str(node)], env=env, check=False, capture_output=True)
+        subprocess.run([str(SCRIPT), "down"], env=env, check=False, timeout=120)
