@@ -26,9 +26,13 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
+
+from agents.core.customer import CustomerState, PriceOverride
+from agents.core.ledger import QueuedLine, Reservation, SkuLedger
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -259,3 +263,35 @@ class SplitStore(Generic[M]):
     def clear(self) -> None:
         """Forget every decoded entity (on a rebalance: a partition may come back changed)."""
         self._cache.clear()
+
+
+# ---- the layouts of the fleet's split entities ----------------------------------------------------------
+
+
+def ledger_store(table: Any, window: int = 512, cache_entries: int = 20_000) -> SplitStore[SkuLedger]:
+    """SKU ledgers: a reservation and a queued backorder line per record."""
+    return SplitStore(
+        table,
+        SkuLedger,
+        (
+            Collection("reservations", Reservation),
+            Collection(
+                "backorders", QueuedLine, key_of=lambda q: f"{q.order_id}/{q.line_id}", order=QueuedLine.sort_key
+            ),
+        ),
+        ring="processed",
+        window=window,
+        cache_entries=cache_entries,
+    )
+
+
+def customer_store(table: Any, window: int = 512, cache_entries: int = 20_000) -> SplitStore[CustomerState]:
+    """Customers: a price, and each open order's exposure and holds, per record."""
+    return SplitStore(
+        table,
+        CustomerState,
+        (Collection("prices", PriceOverride), Collection("exposures", Decimal), Collection("holds", dict[str, int])),
+        ring="processed",
+        window=window,
+        cache_entries=cache_entries,
+    )

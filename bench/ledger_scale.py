@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.core import ledger as core
-from agents.state_store import Collection, SplitStore
+from agents.state_store import ledger_store
 from tests.unit.factories import T0, reserve_stock_factory, stock_received_factory
 from tests.unit.test_state_store import Table as MemoryTable
 
@@ -36,20 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("open reservations", "core handle() median ms", "p99 ms", "one JSON value KB", "biggest record KB"):
         out.add_column(column, justify="right")
     table = MemoryTable()
-    store = SplitStore(
-        table,
-        core.SkuLedger,
-        (
-            Collection("reservations", core.Reservation),
-            Collection(
-                "backorders",
-                core.QueuedLine,
-                key_of=lambda q: f"{q.order_id}/{q.line_id}",
-                order=core.QueuedLine.sort_key,
-            ),
-        ),
-        ring="processed",
-    )
+    store = ledger_store(table)
     ledger = core.handle(core.new_ledger("acme", "SKU-1"), stock_received_factory(quantity=10**8), T0, 512).ledger
     held = 0
     for size in sorted(int(s) for s in args.sizes.split(",")):

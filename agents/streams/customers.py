@@ -7,6 +7,7 @@ import time
 from decimal import Decimal
 from typing import Any, cast
 
+from agents import state_store
 from agents.app import app, log, settings, table, topics
 from agents.core import customer as core
 from agents.core.commands import PriceOrder, ReleaseCredit
@@ -14,24 +15,12 @@ from agents.core.events import CustomerPricingUpdated, CustomerUpserted, Product
 from agents.core.ids import split_key
 from agents.envelope import Envelope
 from agents.metrics import EVENTS_PROCESSED
-from agents.state_store import Collection, SplitStore
 from agents.streams.common import count_handled, dead_letter_internal, read, send_command, utcnow
 
 customers = table("customers", "customer_changelog")
 CATALOG_PREFIX = b"\x00catalog|"  # + tenant|sku: this partition's copy of the product
 # Prices, and each open order's exposure and holds, one record each: a big account stays cheap to write.
-customer_store = SplitStore(
-    customers,
-    core.CustomerState,
-    (
-        Collection("prices", core.PriceOverride),
-        Collection("exposures", Decimal),
-        Collection("holds", dict[str, int]),
-    ),
-    ring="processed",
-    window=settings.dedup_window,
-    cache_entries=settings.state_cache_entries,
-)
+customer_store = state_store.customer_store(customers, settings.dedup_window, settings.state_cache_entries)
 
 
 def load_customer(key: bytes) -> core.CustomerState:

@@ -5,29 +5,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agents import state_store
 from agents.app import app, log, settings, table, topics
 from agents.core import ledger as core
 from agents.core.commands import ProcessBackorders
 from agents.core.ids import split_key
 from agents.envelope import Envelope
-from agents.state_store import Collection, SplitStore, is_entry_key
+from agents.state_store import is_entry_key
 from agents.streams.common import count_handled, dead_letter_internal, publish, read, send_command, utcnow
 
 sku_ledgers = table("sku_ledger", "sku_ledger_changelog")
 # A reservation and a queued backorder line per record: a busy SKU's ledger never makes a big record.
-ledger_store = SplitStore(
-    sku_ledgers,
-    core.SkuLedger,
-    (
-        Collection("reservations", core.Reservation),
-        Collection(
-            "backorders", core.QueuedLine, key_of=lambda q: f"{q.order_id}/{q.line_id}", order=core.QueuedLine.sort_key
-        ),
-    ),
-    ring="processed",
-    window=settings.dedup_window,
-    cache_entries=settings.state_cache_entries,
-)
+ledger_store = state_store.ledger_store(sku_ledgers, settings.dedup_window, settings.state_cache_entries)
 
 
 def load_ledger(key: bytes) -> core.SkuLedger:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -52,19 +53,10 @@ def tenants() -> tuple[str, ...]:
     return (f"fa{run}", f"fb{run}")
 
 
-CONSUMED = (
-    "products",
-    "stock_movements",
-    "customers",
-    "customer_pricing",
-    "opportunities",
-    "orders",
-    "shipments",
-    "sku_commands",
-    "order_commands",
-    "customer_commands",
-    "opportunity_commands",
-)
+def consumed(fleet: Fleet) -> list[str]:
+    """The topics the fleet's consumer group reads: inputs and internal command topics (from topics.yaml)."""
+    raw = yaml.safe_load(fleet.topics_file.read_text())
+    return [body["name"] for body in raw["topics"].values() if body["role"] in ("input", "internal")]
 
 
 def group_caught_up(fleet: Fleet) -> bool:
@@ -78,8 +70,7 @@ def group_caught_up(fleet: Fleet) -> bool:
     try:
         metadata = probe.list_topics(timeout=10)
         ends = {}
-        for topic_id in CONSUMED:
-            name = fleet.names[topic_id]
+        for name in consumed(fleet):
             for partition in metadata.topics[name].partitions:
                 ends[(name, partition)] = probe.get_watermark_offsets(TopicPartition(name, partition), timeout=10)[1]
         try:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from agents.core import ledger as core
-from agents.state_store import Collection, SplitStore, is_entry_key
+from agents.state_store import Collection, SplitStore, is_entry_key, ledger_store
 from tests.unit.factories import T0, reserve_stock_factory, stock_received_factory
 
 
@@ -186,24 +186,6 @@ def test_a_refresh_repairs_a_changelog_that_lost_its_tail(states: list[Entity], 
     restarted.put(KEY, state, refresh=True)  # the redelivered command is a duplicate
     changelog += table.log[before:]
     assert store(replay(changelog)).get(KEY) == current
-
-
-def ledger_store(table: Table) -> SplitStore[core.SkuLedger]:
-    return SplitStore(
-        table,
-        core.SkuLedger,
-        (
-            Collection("reservations", core.Reservation),
-            Collection(
-                "backorders",
-                core.QueuedLine,
-                key_of=lambda q: f"{q.order_id}/{q.line_id}",
-                order=core.QueuedLine.sort_key,
-            ),
-        ),
-        ring="processed",
-        window=512,
-    )
 
 
 def test_a_busy_ledger_never_makes_a_big_record() -> None:
