@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import shutil
 import sys
+from pathlib import Path
 
 from agents.settings import get_settings
 from agents.topology import load_topology
@@ -128,9 +131,34 @@ def run_worker(loglevel: str) -> int:
     from agents.app import app
 
     assert streams and web and observability and http
+    clean_mark = settings.data_dir / CLEAN_STOP_MARK
+    forget_tables_after_a_crash(Path(app.conf.tabledir), clean_mark)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code in (0, None) and worker._crash_reason is None and app._crash_reason is None:
+            clean_mark.touch()  # faust flushed the changelogs and committed: the tables agree with them
+        raise
     return 0
+
+
+CLEAN_STOP_MARK = "stopped-cleanly"
+
+
+def forget_tables_after_a_crash(tabledir: Path, clean_mark: Path) -> bool:
+    """After a crash the local tables may be ahead of their changelogs (writes whose changelog records were
+    still in the producer's buffer). faust's recovery replays only the changelog's tail onto them, which
+    mixes versions of an entity stored in several records (agents/state_store.py). So the tables of a
+    worker that did not stop cleanly are rebuilt from their changelogs alone. Returns whether it did."""
+    crashed = tabledir.exists() and not clean_mark.exists()
+    if crashed:
+        logging.getLogger("agents").warning(
+            "the last run did not stop cleanly: rebuilding the tables in %s from their changelogs", tabledir
+        )
+        shutil.rmtree(tabledir)
+    clean_mark.unlink(missing_ok=True)
+    return crashed
 
 
 if __name__ == "__main__":
