@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from agents.app import send_dead_letter, topics
+from agents.app import app, send_dead_letter, topics
 from agents.codec import encode_json
 from agents.core.commands import INTERNAL_KINDS, Command, InternalCommand, load_command_json
 from agents.core.events import InputEvent, Output, load_input_json
@@ -17,6 +17,9 @@ from agents.core.ids import entity_key, split_key
 from agents.core.routing import output_topic, route_command
 from agents.envelope import Envelope, SourceRef, wrap
 from agents.metrics import DUPLICATES, EVENTS_PROCESSED, PROCESSING_SECONDS
+from agents.state_store import SplitStore
+
+StoreT = TypeVar("StoreT", bound=SplitStore[Any])
 
 
 def utcnow() -> datetime:
@@ -80,3 +83,15 @@ def count_handled(topic_id: str, agent: str, duplicate: bool, started: float) ->
         DUPLICATES.labels(agent).inc()
     EVENTS_PROCESSED.labels(topic_id, "duplicate" if duplicate else "applied").inc()
     PROCESSING_SECONDS.labels(agent).observe(time.perf_counter() - started)
+
+
+def forget_on_rebalance(store: StoreT) -> StoreT:
+    """Empty the store's decoded-state cache on every rebalance: a partition that moves away and back may
+    have changed meanwhile, and must be read again."""
+
+    async def forget(sender: Any, *args: Any, **kwargs: Any) -> None:
+        store.clear()
+
+    app.on_partitions_revoked.connect(forget)  # type: ignore[arg-type]  # held strongly: the closure lives
+    app.on_partitions_assigned.connect(forget)  # type: ignore[arg-type]
+    return store

@@ -15,12 +15,14 @@ from agents.core.events import CustomerPricingUpdated, CustomerUpserted, Product
 from agents.core.ids import split_key
 from agents.envelope import Envelope
 from agents.metrics import EVENTS_PROCESSED
-from agents.streams.common import count_handled, dead_letter_internal, read, send_command, utcnow
+from agents.streams.common import count_handled, dead_letter_internal, forget_on_rebalance, read, send_command, utcnow
 
 customers = table("customers", "customer_changelog")
 CATALOG_PREFIX = b"\x00catalog|"  # + tenant|sku: this partition's copy of the product
 # Prices, and each open order's exposure and holds, one record each: a big account stays cheap to write.
-customer_store = state_store.customer_store(customers, settings.dedup_window, settings.state_cache_entries)
+customer_store = forget_on_rebalance(
+    state_store.customer_store(customers, settings.dedup_window, settings.state_cache_entries)
+)
 
 
 def load_customer(key: bytes) -> core.CustomerState:
@@ -78,13 +80,6 @@ async def apply_command(event: Any) -> None:
     for reply in result.replies:
         await send_command(reply, envelope.source)
     count_handled("customer_commands", "customers", result.duplicate, started)
-
-
-@app.on_partitions_revoked.connect
-@app.on_partitions_assigned.connect  # type: ignore[arg-type]
-async def forget_decoded_customers(sender: Any, *args: Any, **kwargs: Any) -> None:
-    """A partition that moves away and back may have changed meanwhile: read it again."""
-    customer_store.clear()
 
 
 @app.agent(topics["customer_commands"], name="customers", concurrency=1)

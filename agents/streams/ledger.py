@@ -12,11 +12,21 @@ from agents.core.commands import ProcessBackorders
 from agents.core.ids import split_key
 from agents.envelope import Envelope
 from agents.state_store import is_entry_key
-from agents.streams.common import count_handled, dead_letter_internal, publish, read, send_command, utcnow
+from agents.streams.common import (
+    count_handled,
+    dead_letter_internal,
+    forget_on_rebalance,
+    publish,
+    read,
+    send_command,
+    utcnow,
+)
 
 sku_ledgers = table("sku_ledger", "sku_ledger_changelog")
 # A reservation and a queued backorder line per record: a busy SKU's ledger never makes a big record.
-ledger_store = state_store.ledger_store(sku_ledgers, settings.dedup_window, settings.state_cache_entries)
+ledger_store = forget_on_rebalance(
+    state_store.ledger_store(sku_ledgers, settings.dedup_window, settings.state_cache_entries)
+)
 
 
 def load_ledger(key: bytes) -> core.SkuLedger:
@@ -85,13 +95,6 @@ async def apply_command(event: Any) -> None:
     for reply in result.replies:
         await send_command(reply, envelope.source)
     count_handled("sku_commands", "sku_ledger", result.duplicate, started)
-
-
-@app.on_partitions_revoked.connect
-@app.on_partitions_assigned.connect  # type: ignore[arg-type]
-async def forget_decoded_ledgers(sender: Any, *args: Any, **kwargs: Any) -> None:
-    """A partition that moves away and back may have changed meanwhile: read it again."""
-    ledger_store.clear()
 
 
 @app.agent(topics["sku_commands"], name="sku_ledger", concurrency=1)
