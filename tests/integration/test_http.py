@@ -260,44 +260,15 @@ def test_the_process_backorders_command_answers_counts_and_ids(two_workers: Flee
     from tests.support.broker import ROOT
 
     worker = two_workers.workers[0]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agents",
-            "process-backorders",
-            "--tenant",
-            "tb",
-            "--url",
-            worker.url(""),
-            "--token",
-            "tok-b",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**worker.env},
-    )
+
+    def process_backorders(token: str) -> subprocess.CompletedProcess[str]:
+        command = ["-m", "agents", "process-backorders", "--tenant", "tb", "--url", worker.url(""), "--token", token]
+        return subprocess.run(
+            [sys.executable, *command], capture_output=True, text=True, timeout=120, cwd=ROOT, env={**worker.env}
+        )
+
+    result = process_backorders("tok-b")
     assert result.returncode == 0, result.stderr
     assert "processed" in result.stdout and "still pending" in result.stdout
-    denied = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agents",
-            "process-backorders",
-            "--tenant",
-            "tb",
-            "--url",
-            worker.url(""),
-            "--token",
-            "tok-a",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**worker.env},
-    )
+    denied = process_backorders("tok-a")
     assert denied.returncode == 1 and "403" in denied.stderr
