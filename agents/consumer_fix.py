@@ -12,6 +12,17 @@ Here a stream partition without a committed offset is moved back to where the re
 without a committed offset starts (the beginning: `consumer_auto_offset_reset="earliest"`), exactly as a
 partition with one is moved back to it. Records seen again are handled again; every handler is idempotent.
 Changelog partitions are left alone: faust positions them itself for recovery and standbys.
+
+A second defect of the same family loses records in the middle of a partition. At the end of table recovery
+faust resumes the stream partitions, awaits `perform_seek()` and then calls `flow_control.resume()`, which
+empties every agent's queue. The flow is already running during that await (standby recovery resumed it), so
+the fetcher delivers records into the queues, some after the seek has moved the fetch position back; those
+are emptied out by the resume and never fetched again, and the next record delivered leaves a "gap" that
+faust fills as if acknowledged, so the commit moves past them. The fault suite lost one to three OrderPlaced
+and OpportunityUpserted this way when a worker took over partitions (CI run of 2026-11-25; reproduced in 2 of
+21 runs of the rebalance test). Here `perform_seek` stops the flow before it seeks and leaves it stopped: both
+of faust's recovery paths resume the flow themselves right after emptying the queues, so nothing is delivered
+between the seek and the emptying, and everything after the committed offset is fetched again.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import logging
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger("agents")
@@ -55,7 +67,19 @@ async def seek_to_committed(self: Any) -> Mapping[Any, int | None]:
     return result
 
 
+_faust_perform_seek = faust_consumer.Consumer.perform_seek
+
+
+async def perform_seek(self: Any) -> None:
+    """faust's Consumer.perform_seek with the flow stopped first, so that no record is delivered to an agent's
+    queue between the seek and the queue being emptied by the caller's `flow_control.resume()`. The flow is
+    left stopped: faust's callers resume it (recovery) or it was stopped already (`getmany`)."""
+    self.stop_flow()
+    await _faust_perform_seek(self)
+
+
 def install() -> None:
-    if getattr(faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed, "__module__", "") == __name__:
-        return
-    setattr(faust_aiokafka.AIOKafkaConsumerThread, "seek_to_committed", seek_to_committed)  # noqa: B010
+    if getattr(faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed, "__module__", "") != __name__:
+        setattr(faust_aiokafka.AIOKafkaConsumerThread, "seek_to_committed", seek_to_committed)  # noqa: B010
+    if getattr(faust_consumer.Consumer.perform_seek, "__module__", "") != __name__:
+        setattr(faust_consumer.Consumer, "perform_seek", perform_seek)  # noqa: B010

@@ -6,8 +6,11 @@ lost its first eight FulfillmentStarted)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any, NamedTuple
 
+import faust
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from agents import consumer_fix
@@ -81,3 +84,57 @@ def test_the_worker_installs_the_fix() -> None:
     consumer_fix.install()
     consumer_fix.install()  # idempotent
     assert faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed is consumer_fix.seek_to_committed
+
+
+# ---- the flow is stopped while faust seeks ------------------------------------------------------------------
+
+
+def _faust_consumer() -> Any:
+    """A real faust consumer (aiokafka driver), not started: nothing here talks to a broker."""
+    app = faust.App("consumer-fix-test", broker="kafka://127.0.0.1:1")
+    return app.consumer
+
+
+def test_no_record_can_reach_an_agent_while_faust_seeks_back_to_the_committed_offsets() -> None:
+    """At the end of recovery faust awaits perform_seek() and then empties the agents' queues. A record
+    delivered during the seek would be emptied out after its fetch position was passed, and faust's gap filling
+    would commit past it (the fault suite lost OrderPlaced and OpportunityUpserted that way). faust's fetch loop
+    delivers nothing while `flow_active` is false and `suspend_flow` is set; so the seek runs with both."""
+    consumer_fix.install()
+    consumer = _faust_consumer()
+    consumer.resume_flow()
+    orders, shipments = TP("orders", 0), TP("shipments", 1)
+    during_seek: list[tuple[bool, bool]] = []
+
+    async def seek_to_committed() -> dict[TP, int | None]:
+        during_seek.append((consumer.flow_active, consumer.suspend_flow.is_set()))
+        await asyncio.sleep(0)  # the fetch loop gets the event loop here
+        return {orders: 41, shipments: None}
+
+    consumer.seek_to_committed = seek_to_committed
+    asyncio.run(consumer.perform_seek())
+    assert during_seek == [(False, True)]
+    # Left stopped: faust's recovery resumes it after emptying the queues (see the next test).
+    assert not consumer.flow_active
+    # What faust does after the seek still happens: the next record expected is the committed one.
+    assert consumer._read_offset[orders] == 41
+    assert consumer._read_offset[shipments] is None
+
+
+def test_faust_recovery_resumes_the_flow_after_emptying_the_queues() -> None:
+    """The fix leaves the flow stopped after the seek; both recovery paths of faust that seek must resume it,
+    after `flow_control.resume()` has emptied the queues. A faust upgrade that changes this fails here."""
+    from faust.tables.recovery import Recovery
+
+    for method in (Recovery.on_recovery_completed, Recovery._resume_streams):
+        source = inspect.getsource(method)
+        seek = source.index("consumer.perform_seek()")
+        emptied = source.index("flow_control.resume()", seek)
+        resumed = source.index("consumer.resume_flow()", seek)
+        assert seek < emptied < resumed, method.__qualname__
+
+
+def test_the_worker_installs_the_seek_fix() -> None:
+    consumer_fix.install()
+    consumer_fix.install()  # idempotent
+    assert faust_consumer.Consumer.perform_seek is consumer_fix.perform_seek
