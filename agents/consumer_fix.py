@@ -22,7 +22,9 @@ faust fills as if acknowledged, so the commit moves past them. The fault suite l
 and OpportunityUpserted this way when a worker took over partitions (CI run of 2026-11-25; reproduced in 2 of
 21 runs of the rebalance test). Here `perform_seek` stops the flow before it seeks and leaves it stopped: both
 of faust's recovery paths resume the flow themselves right after emptying the queues, so nothing is delivered
-between the seek and the emptying, and everything after the committed offset is fetched again.
+between the seek and the emptying, and everything after the committed offset is fetched again. The same
+stop throws away standby changelog records fetched meanwhile, so the standby partitions are sought back to
+what their tables last applied.
 """
 
 from __future__ import annotations
@@ -73,9 +75,40 @@ _faust_perform_seek = faust_consumer.Consumer.perform_seek
 async def perform_seek(self: Any) -> None:
     """faust's Consumer.perform_seek with the flow stopped first, so that no record is delivered to an agent's
     queue between the seek and the queue being emptied by the caller's `flow_control.resume()`. The flow is
-    left stopped: faust's callers resume it (recovery) or it was stopped already (`getmany`)."""
+    left stopped: faust's callers resume it (recovery) or it was stopped already (`getmany`).
+
+    Standby changelog partitions are sought back too: records of theirs that the stopped flow threw away, or
+    that wait in the changelog queue the caller empties, would otherwise never be applied, while the standby's
+    persisted offset moves past them with the next batch (a standby that then became active lost reservations
+    in the fault suite). They go back to their last applied offset, as faust's own standby recovery does;
+    applying a changelog record again writes the same value."""
     self.stop_flow()
     await _faust_perform_seek(self)
+    await rewind_standbys(self)
+
+
+async def rewind_standbys(consumer: Any) -> dict[Any, int]:
+    """Seek every assigned standby changelog partition back to its table's last applied offset (the
+    beginning when it has applied none). Returns the offsets sought."""
+    recovery = consumer.app.tables.recovery
+    if not recovery.standby_tps:
+        return {}
+    assigned = consumer.assignment()
+    offsets: dict[Any, int] = {}
+    for tp in recovery.standby_tps:
+        table = recovery.tp_to_table.get(tp)
+        if tp not in assigned or table is None:
+            continue
+        applied = table.persisted_offset(tp)
+        offsets[tp] = applied if applied is not None and applied > 0 else 0
+    if not offsets:
+        return offsets
+    try:
+        await consumer.seek_wait(offsets)
+    except Exception as exc:  # a rebalance took them meanwhile: its recovery seeks its standbys itself
+        log.warning("could not rewind %d standby partition(s): %r", len(offsets), exc)
+        return {}
+    return offsets
 
 
 def install() -> None:

@@ -121,6 +121,49 @@ def test_no_record_can_reach_an_agent_while_faust_seeks_back_to_the_committed_of
     assert consumer._read_offset[shipments] is None
 
 
+class FakeTable:
+    """A faust table as far as its last applied changelog offsets go."""
+
+    def __init__(self, applied: dict[TP, int | None]) -> None:
+        self.applied = applied
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        return self.applied.get(tp)
+
+
+def test_standby_partitions_go_back_to_what_their_tables_last_applied() -> None:
+    """Stopping the flow for the seek throws away standby changelog records fetched meanwhile, and the caller
+    then empties the changelog queue: without a rewind a standby that later becomes active misses them (the
+    fault suite saw a ledger lose reservations that way). Each assigned standby partition goes back to its
+    table's last applied offset, or to the beginning when it has applied nothing."""
+    consumer_fix.install()
+    consumer = _faust_consumer()
+    recovery = consumer.app.tables.recovery
+    ledger_3, ledger_5, saga_2, gone = (
+        TP("ledger-changelog", 3),
+        TP("ledger-changelog", 5),
+        TP("saga-changelog", 2),
+        TP("ledger-changelog", 7),
+    )
+    ledgers = FakeTable({ledger_3: 455, ledger_5: None, gone: 12})
+    sagas = FakeTable({saga_2: 0})
+    recovery.standby_tps.update({ledger_3, ledger_5, saga_2, gone})
+    recovery.tp_to_table.update({ledger_3: ledgers, ledger_5: ledgers, saga_2: sagas, gone: ledgers})
+    sought: list[dict[TP, int]] = []
+
+    async def seek_to_committed() -> dict[TP, int | None]:
+        return {TP("orders", 0): 41}
+
+    async def seek_wait(offsets: dict[TP, int]) -> None:
+        sought.append(dict(offsets))
+
+    consumer.seek_to_committed = seek_to_committed
+    consumer.seek_wait = seek_wait
+    consumer.assignment = lambda: {TP("orders", 0), ledger_3, ledger_5, saga_2}  # `gone` was revoked
+    asyncio.run(consumer.perform_seek())
+    assert sought == [{ledger_3: 455, ledger_5: 0, saga_2: 0}]
+
+
 def test_faust_recovery_resumes_the_flow_after_emptying_the_queues() -> None:
     """The fix leaves the flow stopped after the seek; both recovery paths of faust that seek must resume it,
     after `flow_control.resume()` has emptied the queues. A faust upgrade that changes this fails here."""
