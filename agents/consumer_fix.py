@@ -50,7 +50,12 @@ async def seek_uncommitted_to_beginning(
     )
     if fresh:
         log.info("seeking %d partition(s) without a committed offset to their beginning", len(fresh))
-        await consumer.seek_to_beginning(*fresh)
+        # An explicit offset, not aiokafka's seek_to_beginning(): that leaves the position unset until the
+        # fetcher resets it, and faust's livelock detector asserts on an unset position (a worker crashed
+        # so when this ran again right after it became ready).
+        beginnings = await consumer.beginning_offsets(fresh)
+        for tp in fresh:
+            consumer.seek(tp, beginnings[tp])
     return fresh
 
 

@@ -28,6 +28,7 @@ class FakeConsumer:
     def __init__(self, committed: dict[TP, int | None], positions: dict[TP, int]) -> None:
         self.committed = committed
         self.positions = dict(positions)
+        self.beginnings: dict[TP, int] = {}
 
     async def seek_to_committed(self) -> dict[TP, int | None]:
         for tp, offset in self.committed.items():
@@ -35,10 +36,11 @@ class FakeConsumer:
                 self.positions[tp] = offset
         return dict(self.committed)
 
-    async def seek_to_beginning(self, *partitions: TP) -> bool:
-        for tp in partitions:
-            self.positions[tp] = 0
-        return True
+    async def beginning_offsets(self, partitions: list[TP]) -> dict[TP, int]:
+        return {tp: self.beginnings.get(tp, 0) for tp in partitions}
+
+    def seek(self, tp: TP, offset: int) -> None:
+        self.positions[tp] = offset
 
 
 class FakeThread:
@@ -181,3 +183,14 @@ def test_the_worker_installs_the_seek_fix() -> None:
     consumer_fix.install()
     consumer_fix.install()  # idempotent
     assert faust_consumer.Consumer.perform_seek is consumer_fix.perform_seek
+
+
+def test_the_beginning_is_an_explicit_offset_so_the_position_is_never_unset() -> None:
+    """aiokafka's seek_to_beginning() leaves the position unset until the fetcher resets it, and faust's
+    livelock detector asserts on an unset position (a worker crashed so in CI). The first offset still
+    held (here 3, after retention) is sought instead."""
+    tp = TP("shipments", 2)
+    consumer = FakeConsumer(committed={tp: None}, positions={tp: 9})
+    consumer.beginnings[tp] = 3
+    asyncio.run(FakeThread(consumer, set()).seek_to_committed())
+    assert consumer.positions[tp] == 3
