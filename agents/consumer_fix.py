@@ -18,9 +18,9 @@ faust resumes the stream partitions, awaits `perform_seek()` and then calls `flo
 empties every agent's queue. The flow is already running during that await (standby recovery resumed it), so
 the fetcher delivers records into the queues, some after the seek has moved the fetch position back; those
 are emptied out by the resume and never fetched again, and the next record delivered leaves a "gap" that
-faust fills as if acknowledged, so the commit moves past them. The fault suite lost one to three OrderPlaced
-and OpportunityUpserted this way when a worker took over partitions (CI run of 2026-11-25; reproduced in 2 of
-21 runs of the rebalance test). Here `perform_seek` stops the flow before it seeks and leaves it stopped: both
+faust fills as if acknowledged, so the commit moves past them. The fault suite lost one to seven OrderPlaced
+and OpportunityUpserted this way when a worker took over partitions (CI run of 2026-11-25; reproduced in 4 of
+28 runs of the rebalance test). Here `perform_seek` stops the flow before it seeks and leaves it stopped: both
 of faust's recovery paths resume the flow themselves right after emptying the queues, so nothing is delivered
 between the seek and the emptying, and everything after the committed offset is fetched again. The same
 stop throws away standby changelog records fetched meanwhile, so the standby partitions are sought back to
