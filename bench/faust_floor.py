@@ -77,19 +77,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _delivered(bootstrap: str, topic: str) -> int:
-    probe = make_consumer(bootstrap, f"bench-floor-probe-{uuid.uuid4().hex[:8]}")
-    try:
-        return sum(probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS))
-    finally:
-        probe.close()
+def _delivered(probe: Any, topic: str) -> int:
+    return sum(probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS))
 
 
 def measure(bootstrap: str, messages: int, time_cap: float = 300.0) -> dict[str, Any]:
     suffix = uuid.uuid4().hex[:8]
     source, target, group = f"bench.floor-in.{suffix}", f"bench.floor-out.{suffix}", f"bench-floor-{suffix}"
+    topics = [source, target, f"{group}-seen-changelog"]
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    _create(admin, [source, target, f"{group}-seen-changelog"], PARTITIONS)
+    _create(admin, topics, PARTITIONS)
     _preload(bootstrap, source, messages)
     with tempfile.TemporaryDirectory() as data:
         env = {
@@ -100,6 +97,7 @@ def measure(bootstrap: str, messages: int, time_cap: float = 300.0) -> dict[str,
             "FLOOR_BOOTSTRAP": bootstrap,
             "FLOOR_DATA": data,
         }
+        probe = make_consumer(bootstrap, f"bench-floor-probe-{suffix}")
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.faust_floor", "worker"], env=env, stdout=subprocess.DEVNULL
         )
@@ -108,7 +106,7 @@ def measure(bootstrap: str, messages: int, time_cap: float = 300.0) -> dict[str,
             first = (0.0, 0.0, 0)  # wall clock, worker CPU, records out when the first output showed up
             done = 0
             while time.monotonic() < deadline:
-                done = _delivered(bootstrap, target)
+                done = _delivered(probe, target)
                 if done and not first[0]:
                     first = (time.monotonic(), _cpu_seconds(proc.pid), done)
                 if done >= messages:
@@ -118,7 +116,8 @@ def measure(bootstrap: str, messages: int, time_cap: float = 300.0) -> dict[str,
         finally:
             proc.terminate()
             proc.wait(60)
-            for future in admin.delete_topics([source, target, f"{group}-seen-changelog"]).values():
+            probe.close()
+            for future in admin.delete_topics(topics).values():
                 future.exception(30)
     counted = done - first[2]
     return {
