@@ -309,6 +309,24 @@ def parse_input(topic_id: str, payload: Any) -> InputEvent:
         raise InvalidEvent("SchemaViolation", _describe_validation_error(event_type, exc)) from exc
 
 
+def check_tenant_key(key: bytes | None, tenant_id: str) -> None:
+    """Refuse a record whose key names another tenant than its body. Upstream keys are `tenant:entity`;
+    a key with no tenant part (no `:`) claims nothing and is accepted, since intake re-keys every input."""
+    if not key:
+        return
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return  # bytes that name no tenant: nothing to disagree with
+    claimed, colon, _ = text.partition(":")
+    if colon and claimed != tenant_id:
+        raise InvalidEvent(
+            "TenantMismatch",
+            f"the record key names tenant {claimed[:64]!r} but the body names tenant {tenant_id!r}: "
+            "a producer may write only its own tenant's records",
+        )
+
+
 def _describe_validation_error(event_type: str, exc: ValueError) -> str:
     errors = getattr(exc, "errors", None)
     if errors is None:

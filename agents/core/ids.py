@@ -8,8 +8,28 @@ NAMESPACE = uuid.UUID("6f1c3d1e-4b7a-5b0e-9d5c-2b1f0e8a7c44")
 SEPARATOR = "|"
 
 
+def compose(*parts: str) -> str:
+    """One string for a tuple of strings, injective for any unicode parts: each part is prefixed with its
+    length (`3:abc1:/`), so no separator inside a part can make two tuples meet."""
+    return "".join(f"{len(part)}:{part}" for part in parts)
+
+
+def decompose(composed: str) -> tuple[str, ...]:
+    """The parts `compose` joined; ValueError for a string it did not make."""
+    parts: list[str] = []
+    at = 0
+    while at < len(composed):
+        colon = composed.index(":", at)
+        length = int(composed[at:colon])
+        if length < 0 or not composed[at:colon].isdigit() or colon + 1 + length > len(composed):
+            raise ValueError(f"not a composed id: {composed!r}")
+        parts.append(composed[colon + 1 : colon + 1 + length])
+        at = colon + 1 + length
+    return tuple(parts)
+
+
 def event_id(*parts: object) -> str:
-    return str(uuid.uuid5(NAMESPACE, SEPARATOR.join(str(p) for p in parts)))
+    return str(uuid.uuid5(NAMESPACE, compose(*(str(p) for p in parts))))
 
 
 def entity_key(tenant_id: str, entity_id: str) -> bytes:

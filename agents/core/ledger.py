@@ -62,7 +62,7 @@ from agents.core.events import (
     StockReceived,
     Tier,
 )
-from agents.core.ids import event_id
+from agents.core.ids import compose, event_id
 
 DEFAULT_DEDUP_WINDOW = 512
 PRIORITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "URGENT": 3}
@@ -411,7 +411,9 @@ def _next_version(
 
 
 def reservation_id(order_id: str, line_id: str) -> str:
-    return f"{order_id}/{line_id}"
+    """The reservation of one order line: distinct for every distinct (order, line), whatever characters
+    the ids hold (ids may contain `/`; `order/line` once gave two lines one reservation)."""
+    return compose(order_id, line_id)
 
 
 def order_reservations(ledger: SkuLedger, order_id: str) -> dict[str, Reservation]:
@@ -420,7 +422,7 @@ def order_reservations(ledger: SkuLedger, order_id: str) -> dict[str, Reservatio
 
 def soft_reservation_id(opportunity_id: str, location: str) -> str:
     """One soft hold per opportunity and location; `|` never occurs in an id, so this never collides with
-    an order's `order/line` reservation id."""
+    an order's reservation id (which starts with a digit: `compose`)."""
     return f"opportunity|{opportunity_id}|{location}"
 
 

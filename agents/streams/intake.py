@@ -8,7 +8,7 @@ from typing import Any
 
 from agents.app import app, codec, log, send_dead_letter, topics, topology
 from agents.codec import DecodeError
-from agents.core.events import InvalidEvent, parse_input
+from agents.core.events import InvalidEvent, check_tenant_key, parse_input
 from agents.core.ids import entity_key
 from agents.core.routing import route
 from agents.envelope import SourceRef, wrap
@@ -33,6 +33,7 @@ async def forward(topic_id: str, event: Any) -> None:
     try:
         payload = codec.decode(message.value)
         parsed = parse_input(topic_id, payload)
+        check_tenant_key(message.key, parsed.tenant_id)
     except (DecodeError, InvalidEvent) as exc:
         await _dead_letter(topic_id, message, exc.error, exc.reason, payload)
         return

@@ -168,3 +168,24 @@ def test_dead_letters_are_counted_in_a_metric(fleet: Fleet, tenant: str) -> None
     from tests.support.fleet import wait_until
 
     wait_until(lambda: counted() >= 1, 30, "the DLQ counter to count the bad message")
+
+
+def test_a_record_keyed_to_one_tenant_cannot_change_another(fleet: Fleet, tenant: str) -> None:
+    other = f"{tenant}-other"
+    fleet.produce("stock_movements", events.received(other, "SKU-T", 5), key=events.key(other, "SKU-T"))
+    forged = events.received(other, "SKU-T", 1000)  # the body names the other tenant...
+    fleet.produce("stock_movements", forged, key=events.key(tenant, "SKU-T"))  # ...the key this one
+    fleet.produce("stock_movements", events.received(other, "SKU-T", 1), key=events.key(other, "SKU-T"))
+    fleet.flush()
+    reader = fleet.reader("dlq")
+    try:
+        (dead,) = reader.wait_for(
+            lambda r: r["_key"] == events.key(tenant, "SKU-T").decode() and r["error"] == "TenantMismatch",
+            what="a TenantMismatch dead letter",
+        )
+    finally:
+        reader.close()
+    assert repr(other) in dead["reason"] and repr(tenant) in dead["reason"]
+    assert base64.b64decode(dead["original_value"]) == json.dumps(forged).encode()
+    record = availability_of(fleet, other, "SKU-T", on_hand=6)  # 5 + 1: the forged 1,000 never landed
+    assert location(record)["on_hand"] == 6

@@ -470,8 +470,8 @@ def test_a_reservation_with_another_line_set_replaces_what_the_order_held() -> N
     second = core.handle(first, reserve("ORD-1", {"L1": ("WH1", 6), "L3": ("WH1", 4)}), T0)
     assert the_reply(second).accepted
     assert order_reservations(second.ledger) == {
-        "ORD-1/L1": ("ORDER", "ORD-1", 6, "WH1"),
-        "ORD-1/L3": ("ORDER", "ORD-1", 4, "WH1"),
+        core.reservation_id("ORD-1", "L1"): ("ORDER", "ORD-1", 6, "WH1"),
+        core.reservation_id("ORD-1", "L3"): ("ORDER", "ORD-1", 4, "WH1"),
     }
     assert (second.ledger.available("WH1"), second.ledger.available("WH2")) == (0, 4)
 

@@ -43,7 +43,7 @@ from agents.core.events import (
     StockCounted,
     StockReceived,
 )
-from agents.core.ids import event_id
+from agents.core.ids import decompose, event_id
 from tests.unit.factories import (
     T0,
     customer_upserted_factory,
@@ -213,7 +213,7 @@ class Bus:
     def holdings(self, order_id: str) -> dict[tuple[str, str], tuple[int, str]]:
         """(sku, line id) -> (quantity, location) reserved for the order across every ledger."""
         return {
-            (sku, r.reservation_id.split("/", 1)[1]): (r.quantity, r.location)
+            (sku, decompose(r.reservation_id)[1]): (r.quantity, r.location)
             for sku, ledger in self.ledgers.items()
             for r in ledger_core.order_reservations(ledger, order_id).values()
         }

@@ -230,3 +230,19 @@ def test_replaying_a_changelog_tail_over_tables_ahead_of_it_mixes_versions() -> 
     assert store(local).get(KEY) not in written
     # Rebuilt from the changelog alone, the entity is the last version the changelog holds.
     assert store(replay(table.log[:acknowledged])).get(KEY) == written[2]
+
+
+def test_backorder_lines_whose_ids_hold_slashes_stay_two_records() -> None:
+    """Order "A/B" line "C" and order "A" line "B/C" were one record (`A/B/C`) and one queued line."""
+    table = Table()
+    ledgers = ledger_store(table)
+    ledger = core.new_ledger("acme", "SKU-1")
+    for order_id, line_id in (("A/B", "C"), ("A", "B/C")):
+        lines = [{"line_id": line_id, "sku": "SKU-1", "quantity": 2, "location": "WH1"}]
+        command = reserve_stock_factory(order_id=order_id, lines=lines, backorder=True)
+        ledger = core.handle(ledger, command, T0, 512).ledger
+        ledgers.put(b"acme|SKU-1", ledger)
+    assert {(q.order_id, q.line_id) for q in ledger.backorders} == {("A/B", "C"), ("A", "B/C")}
+    reread = ledger_store(table).get(b"acme|SKU-1")
+    assert reread is not None
+    assert {(q.order_id, q.line_id) for q in reread.backorders} == {("A/B", "C"), ("A", "B/C")}
