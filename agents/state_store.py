@@ -32,8 +32,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, TypeAdapter
 
 from agents.core.customer import CustomerState, PriceOverride
-from agents.core.ids import compose
-from agents.core.ledger import QueuedLine, Reservation, SkuLedger
+from agents.core.ledger import QueuedLine, Reservation, SkuLedger, reservation_id
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -277,7 +276,10 @@ def ledger_store(table: Any, window: int = 512, cache_entries: int = 20_000) -> 
         (
             Collection("reservations", Reservation),
             Collection(
-                "backorders", QueuedLine, key_of=lambda q: compose(q.order_id, q.line_id), order=QueuedLine.sort_key
+                "backorders",
+                QueuedLine,
+                key_of=lambda q: reservation_id(q.order_id, q.line_id),
+                order=QueuedLine.sort_key,
             ),
         ),
         ring="processed",
