@@ -19,10 +19,11 @@ def decompose(composed: str) -> tuple[str, ...]:
     parts: list[str] = []
     at = 0
     while at < len(composed):
-        colon = composed.index(":", at)
-        length = int(composed[at:colon])
-        if length < 0 or not composed[at:colon].isdigit() or colon + 1 + length > len(composed):
+        colon = composed.find(":", at)
+        digits = composed[at:colon]
+        if colon < 0 or not digits.isdigit() or colon + 1 + int(digits) > len(composed):
             raise ValueError(f"not a composed id: {composed!r}")
+        length = int(digits)
         parts.append(composed[colon + 1 : colon + 1 + length])
         at = colon + 1 + length
     return tuple(parts)
