@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -118,47 +117,13 @@ def process_backorders(tenant: str, url: str, token: str | None) -> int:
 
 
 def run_worker(loglevel: str) -> int:
-    from agents.admin import apply_topics
-    from agents.settings import get_settings
+    from agents.logs import configure_logging
+    from agents.runtime.app import run_worker as run
 
     settings = get_settings()
-    apply_topics(load_topology(settings.topics_file, settings.replication_factor), settings.kafka_bootstrap)
+    configure_logging(loglevel, settings.log_json)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-
-    import faust
-
-    from agents import http, observability, streams, web  # importing registers the agents, pages and timers
-    from agents.app import app
-
-    assert streams and web and observability and http
-    clean_mark = settings.data_dir / CLEAN_STOP_MARK
-    forget_tables_after_a_crash(Path(app.conf.tabledir), clean_mark)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        if exc.code in (0, None) and worker._crash_reason is None and app._crash_reason is None:
-            clean_mark.touch()  # faust flushed the changelogs and committed: the tables agree with them
-        raise
-    return 0
-
-
-CLEAN_STOP_MARK = "stopped-cleanly"
-
-
-def forget_tables_after_a_crash(tabledir: Path, clean_mark: Path) -> bool:
-    """After a crash the local tables may be ahead of their changelogs (writes whose changelog records were
-    still in the producer's buffer). faust's recovery replays only the changelog's tail onto them, which
-    mixes versions of an entity stored in several records (agents/state_store.py). So the tables of a
-    worker that did not stop cleanly are rebuilt from their changelogs alone. Returns whether it did."""
-    crashed = tabledir.exists() and not clean_mark.exists()
-    if crashed:
-        logging.getLogger("agents").warning(
-            "the last run did not stop cleanly: rebuilding the tables in %s from their changelogs", tabledir
-        )
-        shutil.rmtree(tabledir)
-    clean_mark.unlink(missing_ok=True)
-    return crashed
+    return run(settings, load_topology(settings.topics_file, settings.replication_factor))
 
 
 if __name__ == "__main__":

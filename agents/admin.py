@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from agents.codec import AVRO_NAMESPACE, LocalSchemaRegistry
 from agents.core.events import INPUT_EVENTS_BY_TOPIC

@@ -52,3 +52,9 @@ BACKORDER_OLDEST_AGE = Gauge(
 )
 HTTP_REQUESTS = Counter("inventory_http_requests", "HTTP API requests, by route and status", ["route", "status"])
 HTTP_SECONDS = Histogram("inventory_http_seconds", "HTTP API latency by route", ["route"], buckets=LATENCY_BUCKETS)
+HOP_SECONDS = Histogram(
+    "inventory_hop_seconds",
+    "Per hop: the time from an internal record being produced by the fleet to a processor taking it, by topic id",
+    ["topic"],
+    buckets=LATENCY_BUCKETS,
+)

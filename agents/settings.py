@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,14 +17,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INVENTORY_", env_file=".env", extra="ignore", frozen=True)
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
-    app_id: str = Field("inventory-fleet", description="faust app id = the consumer group of the fleet")
+    app_id: str = Field("inventory-fleet", description="the consumer group of the fleet (and its changelogs' names)")
     topics_file: Path = Field(PROJECT_ROOT / "topics.yaml", description="the topic contract")
     schemas_dir: Path = Field(PROJECT_ROOT / "schemas", description="Avro schemas (.avsc)")
     replication_factor: int | None = Field(None, description="overrides every topic's replication factor")
     data_dir: Path = Field(Path("data/worker-1"), description="where this worker keeps its RocksDB files")
     web_host: str = Field("127.0.0.1", description="interface of the HTTP server (views, /metrics)")
     web_port: int = Field(6066, description="port of the HTTP server")
-    web_advertised_host: str | None = Field(None, description="host other workers use to reach this one")
     member_id: str | None = Field(
         None, description="static group member id (e.g. the pod name): a restarted worker rejoins without a rebalance"
     )
@@ -37,10 +37,19 @@ class Settings(BaseSettings):
     rocksdb_max_write_buffers: int = Field(2, description="RocksDB max write buffer number")
     dedup_window: int = Field(512, description="command ids remembered per SKU ledger for idempotency")
     state_cache_entries: int = Field(
-        20_000, description="decoded SKU ledgers and customers kept in memory per worker (LRU; emptied on rebalance)"
+        20_000, description="decoded entities kept in memory per processor (LRU; each checked against its state)"
     )
-    commit_interval_s: float = Field(1.0, description="how often consumed offsets are committed")
-    standby_replicas: int = Field(1, description="standby table replicas kept by other workers")
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once", description="at-least-once (idempotent handlers) or exactly-once (Kafka transactions)"
+    )
+    commit_interval_s: float = Field(
+        1.0, description="checkpoint interval: state, changelogs and offsets (with exactly-once, output visibility)"
+    )
+    producer_linger_ms: float = Field(1.0, description="producer linger: how long a record waits for a batch")
+    fetch_wait_max_ms: int = Field(10, description="how long the broker holds an empty fetch")
+    http_max_concurrent: int = Field(64, description="HTTP requests handled at once; more get 503 + Retry-After")
+    http_timeout_s: float = Field(5.0, description="an HTTP request taking longer gets 503 + Retry-After")
+    log_json: bool = Field(False, description="log one JSON object per line instead of text")
     schema_registry_url: str | None = Field(None, description="Confluent schema registry; outputs go Avro")
     schema_registry_auth: SecretStr | None = Field(None, description="user:password for the registry")
     reservation_hold_s: int = Field(900, description="how long an order's reservation holds after its order_date")

@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-Role = Literal["input", "output", "internal", "changelog"]
+Role = Literal["input", "output", "internal", "view"]
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
 
 
@@ -61,7 +61,7 @@ def load_topology(path: Path, replication_factor: int | None = None) -> Topology
             body = {**body, "replication_factor": replication_factor}
         topics[topic_id] = TopicSpec(id=topic_id, **body)
     topology = Topology(stateful_partitions=raw["stateful_partitions"], topics=topics)
-    stateful = [t for t in topology.topics.values() if t.role in ("internal", "changelog")]
+    stateful = [t for t in topology.topics.values() if t.role in ("internal", "view")]
     bad = [t.name for t in stateful if t.partitions != topology.stateful_partitions]
     if bad:
         raise TopologyError(

@@ -237,9 +237,40 @@ class ProcessBackorders(Command):
 
 
 class ExpiryTick(Command):
-    """Timer -> one order or opportunity partition: reservations and soft holds due by `issued_at` expire."""
+    """Timer -> one order or opportunity partition (its partition key): what is due by `issued_at` expires."""
 
     kind: Literal["ExpiryTick"] = "ExpiryTick"
+
+
+class WatchExpiry(Command):
+    """Saga -> its partition's expiry index: wake `entity_id` of `tenant_id` at `due`."""
+
+    kind: Literal["WatchExpiry"] = "WatchExpiry"
+    entity_id: str
+    due: AwareDatetime
+
+
+class ExpireDue(Command):
+    """Expiry index -> one saga: expire what is due by `issued_at` (the tick's time); a saga not due yet
+    asks to be woken again."""
+
+    kind: Literal["ExpireDue"] = "ExpireDue"
+    tick_id: str
+
+
+class WatchBackorders(Command):
+    """SKU ledger -> its partition's backorder index: `sku` has (or no longer has) a waiting queue."""
+
+    kind: Literal["WatchBackorders"] = "WatchBackorders"
+    sku: str
+    waiting: bool
+
+
+class FillBackorders(Command):
+    """Backorder index -> one SKU ledger: give free stock to its queue now (ProcessBackorders fans out)."""
+
+    kind: Literal["FillBackorders"] = "FillBackorders"
+    sku: str
 
 
 InternalCommand = (
@@ -259,6 +290,10 @@ InternalCommand = (
     | OpportunityPreempted
     | ExpiryTick
     | ProcessBackorders
+    | WatchExpiry
+    | ExpireDue
+    | WatchBackorders
+    | FillBackorders
 )
 INTERNAL_KINDS = frozenset(
     (
@@ -278,6 +313,10 @@ INTERNAL_KINDS = frozenset(
         "OpportunityPreempted",
         "ExpiryTick",
         "ProcessBackorders",
+        "WatchExpiry",
+        "ExpireDue",
+        "WatchBackorders",
+        "FillBackorders",
     )
 )
 

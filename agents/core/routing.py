@@ -8,6 +8,7 @@ from agents.core.commands import (
     BackorderFilled,
     Command,
     ConsumeStock,
+    FillBackorders,
     OpportunityConverted,
     OpportunityPreempted,
     OrderPriced,
@@ -85,7 +86,7 @@ def route_command(command: Command) -> Route:
             return Route("customer_commands", command.tenant_id, command.customer_id)
         case OrderPriced() | StockReserved() | StockLost() | BackorderFilled():
             return Route("order_commands", command.tenant_id, command.order_id)
-        case ReserveStock() | ReleaseStock() | ConsumeStock() | SoftReserve() | SoftRelease():
+        case ReserveStock() | ReleaseStock() | ConsumeStock() | SoftReserve() | SoftRelease() | FillBackorders():
             return Route("sku_commands", command.tenant_id, command.sku)
         case SoftReserved() | OpportunityConverted() | OpportunityPreempted():
             return Route("opportunity_commands", command.tenant_id, command.opportunity_id)

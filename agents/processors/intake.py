@@ -1,0 +1,87 @@
+"""Input intake: decode and validate every upstream record, then re-key it onto the internal topic of the
+entity that owns it (never trusting upstream partitioning). Bad input goes to the DLQ with its reason.
+
+Stateless. A product is also broadcast to every partition of the customer topic, keyed with that
+partition's key (agents/runtime/partitions.py), where the customer processor keeps the partition's copy of
+the catalog for pricing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agents.codec import Codec, DecodeError
+from agents.core.events import InvalidEvent, check_tenant_key, parse_input
+from agents.core.ids import entity_key
+from agents.core.routing import route
+from agents.envelope import SourceRef, wrap
+from agents.metrics import EVENTS_PROCESSED, PROCESSING_SECONDS
+from agents.processors.base import MAX_ORIGINAL_BYTES, Out, Where, checked, clip, dead_letter_out, log
+from agents.runtime.partitions import partition_keys
+
+# Every input topic whose owner runs in the fleet (the others join as their flows land).
+INPUTS = (
+    "products",
+    "stock_movements",
+    "customers",
+    "customer_pricing",
+    "opportunities",
+    "orders",
+    "shipments",
+)
+
+
+class Intake:
+    def __init__(self, topic_id: str, codec: Codec, partitions: dict[str, int]) -> None:
+        self.topic_id = topic_id
+        self.codec = codec
+        self.partitions = partitions  # topic id -> partition count, for broadcasts
+
+    def __call__(self, value: bytes | None, key: bytes | None, timestamp: int, headers: Any, where: Where) -> list[Out]:
+        started = time.perf_counter()
+        payload: Any = None
+        try:
+            payload = self.codec.decode(value)
+            parsed = parse_input(self.topic_id, payload)
+            check_tenant_key(key, parsed.tenant_id)
+            target = route(parsed)
+            source = SourceRef(
+                topic=where.topic, partition=where.partition, offset=where.offset, key=key, timestamp=timestamp / 1000
+            )
+            small = value is not None and len(value) <= MAX_ORIGINAL_BYTES
+            carried = dict(headers) if small and headers else None
+            body = wrap(parsed.event_type, parsed, source, original=value if small else None, original_headers=carried)
+            out = [Out(target.topic_id, entity_key(target.tenant_id, target.entity_id), body)]
+            if target.broadcast_to:
+                out.extend(
+                    Out(target.broadcast_to, pk, body) for pk in partition_keys(self.partitions[target.broadcast_to])
+                )
+            checked(out)
+        except (DecodeError, InvalidEvent) as exc:
+            return [self._dead_letter(where, key, value, headers, exc.error, exc.reason, payload)]
+        except Exception as exc:  # never let one record stop the partition
+            log.exception("intake %s failed on %s[%d]@%d", self.topic_id, where.topic, where.partition, where.offset)
+            return [
+                self._dead_letter(where, key, value, headers, type(exc).__name__, f"unexpected error: {exc}", payload)
+            ]
+        EVENTS_PROCESSED.labels(self.topic_id, "accepted").inc()
+        PROCESSING_SECONDS.labels(f"intake.{self.topic_id}").observe(time.perf_counter() - started)
+        return out
+
+    def _dead_letter(
+        self, where: Where, key: bytes | None, value: bytes | None, headers: Any, error: str, reason: str, payload: Any
+    ) -> Out:
+        tenant = payload.get("tenant_id") if isinstance(payload, dict) else None
+        return dead_letter_out(
+            self.topic_id,
+            source_topic=where.topic,
+            source_partition=where.partition,
+            source_offset=where.offset,
+            error=error,
+            reason=clip(reason),
+            key=key,
+            value=value,
+            headers=headers,
+            tenant_id=tenant[:64] if isinstance(tenant, str) else None,
+        )

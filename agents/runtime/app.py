@@ -1,0 +1,257 @@
+"""The worker: the fleet's processors on one Quix Streams Application, beside the HTTP API, its read
+models, the consumer-lag monitor and the expiry ticker.
+
+One consumer group (settings.app_id) consumes every input topic (intake, stateless) and the four internal
+command topics (stateful: SKU ledger, order saga, customer, opportunity). Each processor returns the
+records to produce (agents/processors/base.py `Out`); Quix produces them, and writes the state the
+processor changed, in the same checkpoint (at-least-once by default, Kafka transactions with
+`INVENTORY_PROCESSING_GUARANTEE=exactly-once`). Every record the fleet produces is stamped with the time
+it was produced, so the next processor measures the hop (inventory_hop_seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import Producer
+from quixstreams import Application, message_context
+from quixstreams.models import TopicConfig
+from quixstreams.models.serializers import SerializationContext, Serializer
+from quixstreams.models.serializers.simple_types import BytesDeserializer, BytesSerializer
+from quixstreams.models.topics import Topic
+
+from agents.codec import Codec, LocalSchemaRegistry
+from agents.core.commands import ExpiryTick
+from agents.core.ids import event_id
+from agents.envelope import wrap
+from agents.metrics import ASSIGNED_PARTITIONS, REBALANCES
+from agents.processors.base import Out, Where
+from agents.processors.customers import CustomerProcessor
+from agents.processors.intake import INPUTS, Intake
+from agents.processors.ledger import LedgerProcessor
+from agents.processors.sagas import Opportunities, OrderSagas
+from agents.runtime.partitions import partition_keys
+from agents.settings import Settings
+from agents.topology import Topology
+
+log = logging.getLogger("agents")
+
+STATEFUL = ("sku_commands", "order_commands", "customer_commands", "opportunity_commands")
+TICKED = ("order_commands", "opportunity_commands")
+
+
+class OutSerializer(Serializer):
+    """Writes the bytes a processor produced (`Out.value`)."""
+
+    def __call__(self, value: Any, ctx: SerializationContext) -> bytes:
+        return value.value if isinstance(value, Out) else bytes(value)
+
+
+def consumed_topics(topology: Topology) -> list[str]:
+    """The topic ids the fleet consumes, from the topology: the inputs with an owner, and every internal topic."""
+    internal = [tid for tid, spec in topology.topics.items() if spec.role == "internal"]
+    return [*INPUTS, *internal]
+
+
+class Stats:
+    """Rebalances and assigned partitions, from librdkafka's statistics of the fleet's consumer."""
+
+    def __init__(self) -> None:
+        self.rebalances: int | None = None
+
+    def __call__(self, raw: str) -> None:
+        try:
+            group = json.loads(raw).get("cgrp") or {}
+        except ValueError:
+            return
+        count = int(group.get("rebalance_cnt", 0))
+        if self.rebalances is not None and count > self.rebalances:
+            REBALANCES.inc(count - self.rebalances)
+        self.rebalances = count
+        ASSIGNED_PARTITIONS.set(int(group.get("assignment_size", 0)))
+
+
+def build(settings: Settings, topology: Topology) -> tuple[Application, dict[str, Topic]]:
+    app = Application(
+        broker_address=settings.kafka_bootstrap,
+        consumer_group=settings.app_id,
+        auto_offset_reset="earliest",
+        commit_interval=settings.commit_interval_s,
+        state_dir=str(settings.data_dir / "state"),
+        processing_guarantee=settings.processing_guarantee,
+        producer_extra_config={
+            "partitioner": "murmur2_random",  # Java-compatible, as every producer of the fleet's topics
+            "linger.ms": settings.producer_linger_ms,
+            "acks": "all",
+            "enable.idempotence": True,
+        },
+        consumer_extra_config={
+            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+            "session.timeout.ms": int(settings.session_timeout_s * 1000),
+            "heartbeat.interval.ms": int(min(3.0, settings.session_timeout_s / 3) * 1000),
+            "statistics.interval.ms": 5000,
+            "stats_cb": Stats(),
+            **({"group.instance.id": settings.member_id} if settings.member_id else {}),
+        },
+        rocksdb_options=None,
+        loglevel=None,  # the worker configures logging
+        auto_create_topics=True,  # Quix's changelog topics; the fleet's own come from `topics apply`
+        request_timeout=30,
+    )
+    serializer = OutSerializer()
+    topics = {
+        tid: app.topic(
+            spec.name,
+            key_deserializer=BytesDeserializer(),  # type: ignore[no-untyped-call]
+            value_deserializer=BytesDeserializer(),  # type: ignore[no-untyped-call]
+            key_serializer=BytesSerializer(),
+            value_serializer=serializer,
+            config=TopicConfig(
+                num_partitions=spec.partitions, replication_factor=spec.replication_factor, extra_config=spec.config()
+            ),
+        )
+        for tid, spec in topology.topics.items()
+    }
+    codec = Codec(LocalSchemaRegistry(settings.schemas_dir))
+    widths = {tid: spec.partitions for tid, spec in topology.topics.items()}
+    processors: dict[str, Callable[..., list[Out]]] = {
+        "sku_commands": LedgerProcessor(widths["sku_commands"], settings.dedup_window, settings.state_cache_entries),
+        "order_commands": OrderSagas(
+            widths["order_commands"], settings.state_cache_entries, timedelta(seconds=settings.reservation_hold_s)
+        ),
+        "customer_commands": CustomerProcessor(
+            widths["customer_commands"], settings.dedup_window, settings.state_cache_entries, settings.tier_discounts
+        ),
+        "opportunity_commands": Opportunities(widths["opportunity_commands"], settings.state_cache_entries),
+    }
+
+    def now_ms(value: Any, key: Any, timestamp: int, headers: Any) -> int:
+        return int(time.time() * 1000)
+
+    def no_headers(value: Any, key: Any, timestamp: int, headers: Any) -> list[tuple[str, bytes]]:
+        return []
+
+    def target(value: Out, key: Any, timestamp: int, headers: Any) -> Topic:
+        return topics[value.topic_id]
+
+    for tid in consumed_topics(topology):
+        sdf = app.dataframe(topics[tid])
+        if tid in processors:
+            sdf = sdf.apply(_stateful(processors[tid]), stateful=True, metadata=True, expand=True)
+        else:
+            sdf = sdf.apply(_stateless(Intake(tid, codec, widths)), metadata=True, expand=True)
+        sdf = sdf.set_timestamp(now_ms).set_headers(no_headers)
+        sdf.to_topic(target, key=lambda out: out.key)
+    return app, topics
+
+
+def _where() -> Where:
+    ctx = message_context()
+    return Where(ctx.topic, ctx.partition, ctx.offset)
+
+
+def _stateful(processor: Callable[..., list[Out]]) -> Callable[..., list[Out]]:
+    def run(value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> list[Out]:
+        return processor(value, key, timestamp, state, _where())
+
+    return run
+
+
+def _stateless(intake: Intake) -> Callable[..., list[Out]]:
+    def run(value: Any, key: Any, timestamp: int, headers: Any) -> list[Out]:
+        return intake(value, key, timestamp, headers, _where())
+
+    return run
+
+
+class Ticker(threading.Thread):
+    """Every tick interval, an ExpiryTick to the partition key of every partition of the ticked topics.
+    Every worker ticks every partition: a tick is cheap, and a partition keeps ticking while its owner
+    changes. A tick's time is the expiry clock of the partition (event time, in the log)."""
+
+    def __init__(self, settings: Settings, topology: Topology) -> None:
+        super().__init__(name="expiry-ticker", daemon=True)
+        self.interval = settings.expiry_tick_s
+        self.member = settings.member_id or settings.app_id
+        self.targets = [(tid, topology[tid].name, topology[tid].partitions) for tid in TICKED]
+        self.producer = Producer(
+            {"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5, "log_level": 3, "acks": "all"}
+        )
+        self.stopping = threading.Event()
+
+    def tick(self) -> None:
+        now = datetime.now(UTC)
+        for tid, name, partitions in self.targets:
+            for partition, key in enumerate(partition_keys(partitions)):
+                command = ExpiryTick(
+                    command_id=event_id("ExpiryTick", tid, partition, now.isoformat(), self.member),
+                    tenant_id="-",
+                    issued_at=now,
+                )
+                self.producer.produce(name, key=key, value=wrap("ExpiryTick", command, None), partition=partition)
+        self.producer.poll(0)
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:  # a full local queue or a broker away: the next tick tries again
+                log.warning("could not send expiry ticks", exc_info=True)
+        self.producer.flush(5)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def run_worker(settings: Settings, topology: Topology) -> int:
+    from agents.admin import apply_topics
+    from agents.http import make_app, serve
+    from agents.lag import LagMonitor
+    from agents.readmodels import ReadModels
+
+    apply_topics(topology, settings.kafka_bootstrap)
+    app, _ = build(settings, topology)
+    readmodels = ReadModels(settings, topology)
+    readmodels.start()
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 1, "log_level": 3, "acks": "all"})
+    running = threading.Event()
+
+    def send(topic: str, key: bytes, value: bytes, partition: int) -> None:
+        producer.produce(topic, key=key, value=value, partition=partition)
+        producer.flush(10)
+
+    serve(settings, make_app(settings, topology, readmodels, send, running.is_set))
+    lag = LagMonitor(
+        settings.kafka_bootstrap,
+        settings.app_id,
+        [topology[tid].name for tid in consumed_topics(topology)],
+        settings.lag_interval_s,
+    )
+    lag.start()
+    ticker = Ticker(settings, topology)
+    ticker.start()
+    signal.signal(signal.SIGTERM, lambda *_: app.stop())
+    running.set()
+    log.info(
+        "worker %s of %s starting (%s, commit every %.2fs)",
+        settings.member_id or "-",
+        settings.app_id,
+        settings.processing_guarantee,
+        settings.commit_interval_s,
+    )
+    try:
+        app.run()
+    finally:
+        running.clear()
+        ticker.stop()
+        lag.stop()
+        readmodels.stop()
+    log.info("worker stopped")
+    return 0
