@@ -35,7 +35,8 @@ COPY schemas /app/schemas
 
 WORKDIR /app
 USER 10001:10001
-# RocksDB state; a fresh named volume mounted here inherits the ownership above.
+# INVENTORY_DATA_DIR: Quix keeps its RocksDB state in /data/state; a fresh named volume mounted here
+# inherits the ownership above.
 VOLUME ["/data"]
 EXPOSE 6066
 

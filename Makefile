@@ -40,8 +40,11 @@ test: install
 	@rm -rf $(TEST_KAFKA_DATA)
 	@KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_DATA=$(TEST_KAFKA_DATA) deploy/kafka/kafka.sh up
 	@status=0; \
-	INVENTORY_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) $(PY) -m pytest --ignore=tests/faults $(PYTEST_ARGS) || status=$$?; \
+	rm -rf .coverage-data; mkdir -p .coverage-data; \
+	INVENTORY_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) $(PY) -m coverage run -m pytest --ignore=tests/faults $(PYTEST_ARGS) || status=$$?; \
 	KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_DATA=$(TEST_KAFKA_DATA) deploy/kafka/kafka.sh down; \
+	$(PY) -m coverage combine -q && $(PY) -m coverage report | tail -25 && \
+	  echo "coverage of agents/ (unit, integration, deploy and worker subprocesses): $$($(PY) -m coverage report --format=total)%"; \
 	exit $$status
 
 # The reliability suite (tests/faults): SIGKILL loops, rebalances, a 3-broker cluster losing a leader,

@@ -32,9 +32,11 @@ class Settings(BaseSettings):
     )
     lag_interval_s: float = Field(5.0, description="how often each worker measures the group's consumer lag")
     log_level: str = Field("info", description="worker log level")
-    rocksdb_block_cache_mb: int = Field(64, description="RocksDB block cache per partition database")
-    rocksdb_write_buffer_mb: int = Field(8, description="RocksDB write buffer size")
-    rocksdb_max_write_buffers: int = Field(2, description="RocksDB max write buffer number")
+    rocksdb_block_cache_mb: int = Field(
+        64, description="RocksDB block cache of the whole worker (one cache shared by every state partition)"
+    )
+    rocksdb_write_buffer_mb: int = Field(8, description="RocksDB write buffer size per state partition")
+    rocksdb_max_write_buffers: int = Field(2, description="RocksDB write buffers per state partition")
     dedup_window: int = Field(512, description="command ids remembered per SKU ledger for idempotency")
     state_cache_entries: int = Field(
         20_000, description="decoded entities kept in memory per processor (LRU; each checked against its state)"

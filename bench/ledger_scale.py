@@ -1,5 +1,5 @@
 """How a SKU ledger's cost grows with its open reservations: CPU time of one ReserveStock in the pure core,
-and the biggest record the ledger makes in its table (agents/state_store.py), against one JSON value.
+and the biggest record the ledger makes in its Quix state (agents/runtime/store.py), against one JSON value.
 
     .venv/bin/python -m bench.ledger_scale [--sizes 100,1000,5000] [--repeat 200]
 """
@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from agents.core import ledger as core
-from agents.state_store import ledger_store
+from agents.runtime.store import ledger_store
 from tests.unit.factories import T0, reserve_stock_factory, stock_received_factory
-from tests.unit.test_state_store import Table as MemoryTable
+from tests.unit.test_store import Partition
 
 
 def _reserve(order_id: str) -> Any:
@@ -35,14 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Table(title="one SKU ledger: cost of a ReserveStock by open reservations")
     for column in ("open reservations", "core handle() median ms", "p99 ms", "one JSON value KB", "biggest record KB"):
         out.add_column(column, justify="right")
-    table = MemoryTable()
-    store = ledger_store(table)
+    partition = Partition(Path(tempfile.mkdtemp(prefix="ledger-scale-")))
+    store = ledger_store()
     ledger = core.handle(core.new_ledger("acme", "SKU-1"), stock_received_factory(quantity=10**8), T0, 512).ledger
     held = 0
     for size in sorted(int(s) for s in args.sizes.split(",")):
         while held < size:
             ledger = core.handle(ledger, _reserve(f"O{held:07d}"), T0, 512).ledger
-            store.put(b"acme|SKU-1", ledger)
+            with partition.state(b"acme|SKU-1") as state:
+                store.put(state, b"acme|SKU-1", ledger)
             held += 1
         times = []
         for n in range(args.repeat):
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             core.handle(ledger, _reserve(f"X{n}"), T0, 512)
             times.append((time.perf_counter() - started) * 1000)
         times.sort()
-        biggest = max(len(k) + len(v) for k, v in table.rows.items())
+        biggest = max(len(k) + len(v) for k, v in partition.records().items())
         out.add_row(
             f"{size:,}",
             f"{statistics.median(times):.3f}",

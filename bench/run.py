@@ -899,7 +899,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra worker environment, for experiments (e.g. PRODUCER_LINGER=0.005, a faust setting); repeatable",
+        help="extra worker environment, for experiments (e.g. INVENTORY_PRODUCER_LINGER_MS=5); repeatable",
     )
     return parser.parse_args(argv)
 

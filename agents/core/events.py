@@ -38,6 +38,13 @@ NonZeroDelta = Annotated[StrictInt, Field(ge=-MAX_QTY, le=MAX_QTY), AfterValidat
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6, allow_inf_nan=False)]
 Percentage = Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]
 
+# Text fields and collections have maximum lengths, so that no record the fleet derives from an input (an
+# availability record, a customer view, a saga) grows without bound (docs/ARCHITECTURE.md, "Bounds").
+Text = Annotated[str, Field(max_length=1_000)]
+ShortText = Annotated[str, Field(max_length=200)]
+MAX_LINES = 1_000  # order lines, snapshot lines, opportunity items, fulfillment items, pricing updates
+Address = Annotated[dict[ShortText, Text], Field(max_length=20)]
+
 Tier = Literal["BRONZE", "SILVER", "GOLD", "PLATINUM"]
 Priority = Literal["LOW", "MEDIUM", "HIGH", "URGENT"]
 Stage = Literal["LEAD", "QUALIFIED", "PROPOSAL", "NEGOTIATION", "CLOSED_WON", "CLOSED_LOST"]
@@ -78,7 +85,7 @@ class Event(Model):
 class ProductUpserted(Event):
     event_type: Literal["ProductUpserted"]
     sku: Id
-    description: str
+    description: Text
     unit_price: Money
     unit_cost: Money
     lead_time_days: NonNegativeQty
@@ -98,7 +105,7 @@ class StockAdjusted(Event):
     sku: Id
     location: Id
     delta: NonZeroDelta
-    reason: str
+    reason: Text
 
 
 class StockCounted(Event):
@@ -112,7 +119,7 @@ class StockCounted(Event):
 class CustomerUpserted(Event):
     event_type: Literal["CustomerUpserted"]
     customer_id: Id
-    name: str
+    name: ShortText
     tier: Tier
     credit_limit: Money
     credit_used: Money
@@ -133,7 +140,7 @@ class PricingUpdate(Model):
 class CustomerPricingUpdated(Event):
     event_type: Literal["CustomerPricingUpdated"]
     customer_id: Id
-    updates: Annotated[tuple[PricingUpdate, ...], Field(min_length=1)]
+    updates: Annotated[tuple[PricingUpdate, ...], Field(min_length=1, max_length=MAX_LINES)]
 
 
 class OpportunityItem(Model):
@@ -151,7 +158,7 @@ class OpportunityUpserted(Event):
     stage: Stage
     probability: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     expected_close_date: AwareDatetime | date
-    items: tuple[OpportunityItem, ...]
+    items: Annotated[tuple[OpportunityItem, ...], Field(max_length=MAX_LINES)]
 
 
 class OrderLine(Model):
@@ -166,11 +173,11 @@ class OrderLine(Model):
 class OrderPlaced(Event):
     event_type: Literal["OrderPlaced"]
     order_id: Id
-    order_number: str
+    order_number: ShortText
     customer_id: Id
     order_date: AwareDatetime
-    lines: tuple[OrderLine, ...]
-    shipping_address: dict[str, str]
+    lines: Annotated[tuple[OrderLine, ...], Field(max_length=MAX_LINES)]
+    shipping_address: Address
     priority: Priority = "MEDIUM"
     backorder_policy: BackorderPolicy = "REJECT"
     opportunity_id: Id | None = None
@@ -179,7 +186,7 @@ class OrderPlaced(Event):
 class OrderCancelled(Event):
     event_type: Literal["OrderCancelled"]
     order_id: Id
-    reason: str
+    reason: Text
 
 
 class SnapshotLine(Model):
@@ -193,8 +200,8 @@ class OrderSnapshot(Event):
     event_type: Literal["OrderSnapshot"]
     order_id: Id
     customer_id: Id
-    status: str
-    lines: tuple[SnapshotLine, ...]
+    status: ShortText
+    lines: Annotated[tuple[SnapshotLine, ...], Field(max_length=MAX_LINES)]
 
 
 class FulfillmentItem(Model):
@@ -207,9 +214,9 @@ class FulfillmentStarted(Event):
     event_type: Literal["FulfillmentStarted"]
     fulfillment_id: Id
     order_id: Id
-    items: Annotated[tuple[FulfillmentItem, ...], Field(min_length=1)]
-    shipping_method: str
-    tracking_number: str
+    items: Annotated[tuple[FulfillmentItem, ...], Field(min_length=1, max_length=MAX_LINES)]
+    shipping_method: ShortText
+    tracking_number: ShortText
 
 
 class FulfillmentCompleted(Event):
@@ -222,8 +229,8 @@ class ShipmentDispatched(Event):
     event_type: Literal["ShipmentDispatched"]
     fulfillment_id: Id
     order_id: Id
-    carrier: str
-    tracking_number: str
+    carrier: ShortText
+    tracking_number: ShortText
     estimated_delivery: AwareDatetime | date
 
 

@@ -15,10 +15,14 @@ from agents.codec import Codec, DecodeError
 from agents.core.events import InvalidEvent, check_tenant_key, parse_input
 from agents.core.ids import entity_key
 from agents.core.routing import route
-from agents.envelope import SourceRef, wrap
+from agents.envelope import Envelope, SourceRef
 from agents.metrics import EVENTS_PROCESSED, PROCESSING_SECONDS
 from agents.processors.base import MAX_ORIGINAL_BYTES, Out, Where, checked, clip, dead_letter_out, log
 from agents.runtime.partitions import partition_keys
+
+# The accepted copy of one input (its envelope without the upstream bytes) stays under this, so that the
+# state derived from it (a saga holds its lines a few times over) stays under MAX_RECORD_BYTES.
+MAX_INTERNAL_BYTES = 160 * 1024
 
 # Every input topic whose owner runs in the fleet (the others join as their flows land).
 INPUTS = (
@@ -51,11 +55,24 @@ class Intake:
             )
             small = value is not None and len(value) <= MAX_ORIGINAL_BYTES
             carried = dict(headers) if small and headers else None
-            body = wrap(parsed.event_type, parsed, source, original=value if small else None, original_headers=carried)
+            accepted = parsed.model_dump_json()
+            body = Envelope(
+                kind=parsed.event_type,
+                source=source,
+                body=accepted,
+                original=value if small else None,
+                original_headers=carried,
+            ).to_bytes()
             out = [Out(target.topic_id, entity_key(target.tenant_id, target.entity_id), body)]
             if target.broadcast_to:
                 out.extend(
                     Out(target.broadcast_to, pk, body) for pk in partition_keys(self.partitions[target.broadcast_to])
+                )
+            if len(accepted) > MAX_INTERNAL_BYTES:
+                raise InvalidEvent(
+                    "TooLarge",
+                    f"{parsed.event_type} is {len(accepted)} bytes once accepted, over the bound of {MAX_INTERNAL_BYTES}"
+                    " (fewer lines or shorter fields)",
                 )
             checked(out)
         except (DecodeError, InvalidEvent) as exc:

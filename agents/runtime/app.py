@@ -26,6 +26,7 @@ from quixstreams.models import TopicConfig
 from quixstreams.models.serializers import SerializationContext, Serializer
 from quixstreams.models.serializers.simple_types import BytesDeserializer, BytesSerializer
 from quixstreams.models.topics import Topic
+from quixstreams.state.rocksdb import RocksDBOptions
 
 from agents.codec import Codec, LocalSchemaRegistry
 from agents.core.commands import ExpiryTick
@@ -100,7 +101,11 @@ def build(settings: Settings, topology: Topology) -> tuple[Application, dict[str
             "stats_cb": Stats(),
             **({"group.instance.id": settings.member_id} if settings.member_id else {}),
         },
-        rocksdb_options=None,
+        rocksdb_options=RocksDBOptions(
+            block_cache_size=settings.rocksdb_block_cache_mb * 1024 * 1024,
+            write_buffer_size=settings.rocksdb_write_buffer_mb * 1024 * 1024,
+            max_write_buffer_number=settings.rocksdb_max_write_buffers,
+        ),
         loglevel=None,  # the worker configures logging
         auto_create_topics=True,  # Quix's changelog topics; the fleet's own come from `topics apply`
         request_timeout=30,

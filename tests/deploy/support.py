@@ -1,5 +1,6 @@
-"""Shared helpers of the deployment tests: paths, the settings' environment names, the fleet's metric names
-and a small PromQL reader that finds the metric names an expression selects."""
+"""Shared helpers of the deployment tests: paths, the settings' environment names, the metric names a
+worker's /metrics serves (agents/metrics.py and prometheus_client's default collectors) and a small PromQL
+reader that finds the metric names an expression selects."""
 
 from __future__ import annotations
 
@@ -66,30 +67,24 @@ def fleet_metrics() -> dict[str, frozenset[str]]:
 
 
 @cache
-def faust_metric_names() -> frozenset[str]:
-    """Sample names of faust's Prometheus sensor, as agents/web.py sets it up (name_prefix="faust")."""
-    from faust.sensors.prometheus import FaustMetrics
-    from prometheus_client import CollectorRegistry
+def default_collector_names() -> frozenset[str]:
+    """Sample names of prometheus_client's default collectors (process_*, python_*), which /metrics serves
+    beside the fleet's own metrics: the worker exposes the default REGISTRY."""
+    from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
     registry = CollectorRegistry()
-    FaustMetrics.create(registry, "faust")
-    names: set[str] = set()
-    for family in registry.collect():
-        kind = family.type
-        if kind == "counter":
-            names |= {family.name + "_total", family.name + "_created"}
-        elif kind == "histogram":
-            names |= {family.name + s for s in ("_bucket", "_sum", "_count", "_created")}
-        else:
-            names.add(family.name)
-    return frozenset(names)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return frozenset(sample.name for family in registry.collect() for sample in family.samples)
 
 
 def allowed_metric_names() -> frozenset[str]:
+    """Every sample name a worker's /metrics can serve, and `up` (Prometheus' own, per target)."""
     names: set[str] = {"up"}
     for samples in fleet_metrics().values():
         names |= samples
-    return frozenset(names | faust_metric_names())
+    return frozenset(names | default_collector_names())
 
 
 # --- PromQL -------------------------------------------------------------------------------------------

@@ -170,6 +170,8 @@ def test_workers_are_distinct_members_with_their_own_data() -> None:
             assert int(container) == int(env["INVENTORY_WEB_PORT"])
             host_ports.add(host)
     assert len(members) == len(WORKERS), "INVENTORY_MEMBER_ID differs per worker"
+    groups = {environment(svc[name]).get("INVENTORY_APP_ID", "inventory-fleet") for name in WORKERS}
+    assert len(groups) == 1, "the workers are members of one consumer group (INVENTORY_APP_ID)"
     assert len(volumes) == len(WORKERS), "each worker has its own data volume"
     assert len(host_ports) == len(WORKERS), "published host ports differ"
 
@@ -223,3 +225,12 @@ def test_settings_parse_each_service_environment(monkeypatch: pytest.MonkeyPatch
         env = environment(services()[name])
         settings = settings_from(env, monkeypatch)
         assert settings.kafka_bootstrap == env["INVENTORY_KAFKA_BOOTSTRAP"], name
+
+
+def test_the_single_broker_can_run_transactions() -> None:
+    """INVENTORY_PROCESSING_GUARANTEE=exactly-once uses Kafka transactions: the one broker must be able to
+    host the transaction state log (replication factor and min ISR of at most its one node)."""
+    env = environment(services()["kafka"])
+    assert int(env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"]) == 1
+    assert int(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == 1
+    assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 1

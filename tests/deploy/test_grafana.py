@@ -1,5 +1,6 @@
 """deploy/grafana: the dashboard is valid JSON, charts every metric of agents/metrics.py and its queries
-select only metrics the fleet (or faust's sensor) exports; promtool parses every query."""
+select only metrics a worker's /metrics serves (agents/metrics.py and prometheus_client's default process_*
+and python_* collectors); promtool parses every query."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ REQUIRED_PANELS = [
     "backorder queue depth and oldest age",
     "reserved units by kind",
     "rebalances",
+    "hop latency by topic",
     "http latency by route",
 ]
 
@@ -110,7 +112,33 @@ def test_metric_name_reader() -> None:
     assert promql_unknown_metrics(expr) == {"foo_bar"}
     assert "inventory_events_processed_total" in allowed_metric_names()
     assert "inventory_events_processed" not in allowed_metric_names(), "counters are exported with _total"
-    assert "faust_total_rebalances" in allowed_metric_names()
+    assert "inventory_rebalances_total" in allowed_metric_names()
+    assert "inventory_hop_seconds_bucket" in allowed_metric_names()
+    assert "process_start_time_seconds" in allowed_metric_names(), "the default collectors are served too"
+    assert "faust_total_rebalances" not in allowed_metric_names(), "faust's sensor is gone with faust"
+
+
+def test_fleet_metrics_are_served_from_the_default_registry() -> None:
+    """/metrics serves prometheus_client's default REGISTRY: a collector of agents/metrics.py registered
+    anywhere else would never be scraped."""
+    from prometheus_client import REGISTRY
+
+    registered = set(REGISTRY._names_to_collectors)
+    for base, samples in fleet_metrics().items():
+        assert samples & registered, f"{base} is not in prometheus_client.REGISTRY"
+
+
+def test_no_faust_left() -> None:
+    assert "faust" not in DASHBOARD.read_text().lower(), "the fleet runs on Quix Streams: no faust metric or tag"
+
+
+def test_hop_latency_panel_is_per_topic() -> None:
+    (panel,) = [p for p in panels() if p["title"].lower().startswith("hop latency by topic")]
+    assert panel["type"] == "timeseries"
+    for target in panel["targets"]:
+        assert "inventory_hop_seconds_bucket" in promql_metric_names(target["expr"])
+        assert re.search(r"by \(topic, le\)", target["expr"]), target["expr"]
+        assert "{{topic}}" in target["legendFormat"]
 
 
 def test_promtool_parses_every_query(tmp_path: Path) -> None:

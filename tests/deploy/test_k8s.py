@@ -4,6 +4,7 @@ agree with the worker's settings, its HTTP pages and each other."""
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,7 +35,9 @@ NOT_IN_KUSTOMIZATION = {"secret.example.yaml", "servicemonitor.yaml"}
 CRD_KINDS = {"ServiceMonitor"}
 # INVENTORY_* names the deployment provides before agents/settings.py reads them: allowed only as keys of
 # an (optional) Secret, never as plain configuration. Reported; remove an entry once Settings has the field.
-PENDING_SETTINGS = {"INVENTORY_API_TOKENS"}
+PENDING_SETTINGS: set[str] = set()
+# Settings of the faust runtime that Quix Streams has no use for: no manifest may set them any more.
+REMOVED_SETTINGS = {"INVENTORY_WEB_ADVERTISED_HOST", "INVENTORY_STANDBY_REPLICAS"}
 
 NAMESPACED = {"ConfigMap", "Secret", "Service", "StatefulSet", "PodDisruptionBudget", "Job", "ServiceMonitor"}
 
@@ -212,19 +215,36 @@ def test_probes_point_at_the_worker_pages() -> None:
     assert env["INVENTORY_WEB_HOST"] == "0.0.0.0", "the worker binds all interfaces, or probes cannot reach it"
 
 
-def test_static_membership_and_advertised_host_come_from_the_pod() -> None:
+def test_static_membership_comes_from_the_pod() -> None:
     container = worker_container()
     env = container["env"]
-    names = [e["name"] for e in env]
     by_name = {e["name"]: e for e in env}
     assert by_name["INVENTORY_MEMBER_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert by_name["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert by_name["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-    service = statefulset()["spec"]["serviceName"]
-    assert by_name["INVENTORY_WEB_ADVERTISED_HOST"]["value"] == f"$(POD_NAME).{service}.$(POD_NAMESPACE).svc"
-    # $(VAR) expands only variables defined earlier in the list.
-    assert names.index("POD_NAME") < names.index("INVENTORY_WEB_ADVERTISED_HOST")
-    assert names.index("POD_NAMESPACE") < names.index("INVENTORY_WEB_ADVERTISED_HOST")
+    # No request forwarding: a worker needs no address of its own to advertise.
+    assert not REMOVED_SETTINGS & set(resolved_env(container)), "settings of the faust runtime"
+    # $(VAR) expands only variables defined earlier in the list: nothing may refer to one that is not.
+    for index, entry in enumerate(env):
+        for name in re.findall(r"\$\((\w+)\)", entry.get("value", "")):
+            assert name in {e["name"] for e in env[:index]}, f"{entry['name']} refers to $({name}), not defined before"
+
+
+def test_removed_settings_are_set_nowhere() -> None:
+    for filename, doc in all_resources():
+        text = yaml.safe_dump(doc)
+        for name in REMOVED_SETTINGS:
+            assert name not in text, f"{filename}: {doc['kind']}/{doc['metadata']['name']} still sets {name}"
+
+
+def test_example_api_tokens_parse() -> None:
+    """The example Secret's INVENTORY_API_TOKENS is in the token=tenant form agents/settings.py reads."""
+    from pydantic import SecretStr
+
+    from agents.settings import Settings, token_tenants
+
+    (secret,) = resources("Secret").values()
+    raw = secret["stringData"]["INVENTORY_API_TOKENS"]
+    tenants = token_tenants(Settings(_env_file=None, api_tokens=SecretStr(raw)))
+    assert len(tenants) == raw.count(",") + 1 and all(tenants.values())
 
 
 def test_data_dir_is_a_writable_claimed_volume() -> None:
@@ -327,3 +347,16 @@ def test_settings_parse_the_worker_environment(monkeypatch: pytest.MonkeyPatch) 
     assert str(settings.data_dir) == env["INVENTORY_DATA_DIR"]
     assert settings.web_port == int(env["INVENTORY_WEB_PORT"])
     assert settings.replication_factor == 3, "a production cluster has three brokers"
+    assert settings.processing_guarantee == env["INVENTORY_PROCESSING_GUARANTEE"]
+    assert settings.log_json is True, "production logs one JSON object per line"
+
+
+def test_topics_configmap_has_no_changelog_topics() -> None:
+    """Quix derives and creates the state changelogs itself; topics.yaml declares the fleet's own topics."""
+    contract = yaml.safe_load(resources("ConfigMap")["inventory-topics"]["data"]["topics.yaml"])
+    roles = {topic["role"] for topic in contract["topics"].values()}
+    assert "changelog" not in roles
+    views = {tid for tid, topic in contract["topics"].items() if topic["role"] == "view"}
+    assert views, "the read models every worker serves come from view topics"
+    for tid in views:
+        assert contract["topics"][tid]["cleanup_policy"] == "compact", tid

@@ -32,6 +32,7 @@ REQUIRED_ALERT_METRICS = {
     "up",
     "inventory_backorder_oldest_age_seconds",
     "inventory_order_allocation_seconds_bucket",
+    "inventory_rebalances_total",
 }
 # Debian builds promtool without Kubernetes service discovery (its client library is not packaged).
 DEBIAN_NO_K8S_SD = "field kubernetes_sd_configs not found"

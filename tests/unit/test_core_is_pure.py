@@ -1,4 +1,4 @@
-"""The core imports nothing that does I/O: no faust, Kafka, RocksDB, Avro or Prometheus."""
+"""The core imports nothing that does I/O: no stream runtime, Kafka, RocksDB, Avro, HTTP or Prometheus."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import ast
 from pathlib import Path
 
 FORBIDDEN = {
+    "quixstreams",
     "faust",
-    "mode",
     "aiokafka",
     "confluent_kafka",
+    "aiohttp",
+    "orjson",
     "rocksdict",
     "fastavro",
     "prometheus_client",
-    "agents.app",
+    "agents.runtime",
+    "agents.processors",
 }
 CORE = Path(__file__).resolve().parents[2] / "agents" / "core"
 

@@ -17,7 +17,7 @@ def test_topics_yaml_agrees_with_the_schemas() -> None:
 
 def test_every_stateful_topic_has_the_same_partition_count() -> None:
     topology = load_topology(ROOT / "topics.yaml")
-    stateful = topology.by_role("internal") + topology.by_role("changelog")
+    stateful = topology.by_role("internal") + topology.by_role("view")
     assert {t.partitions for t in stateful} == {topology.stateful_partitions}
 
 
