@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from pathlib import Path
 
 from agents.settings import get_settings
 from agents.topology import load_topology
@@ -52,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             report = apply_topics(topology, settings.kafka_bootstrap)
+            changelogs = apply_topics(topology.changelogs(settings.app_id), settings.kafka_bootstrap)
+            report.created.extend(changelogs.created)
+            report.unchanged.extend(changelogs.unchanged)
         except TopicMismatchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -63,6 +63,7 @@ def apply_topics(topology: Topology, bootstrap: str, timeout: float = 30.0) -> A
             try:
                 futures[spec.name].result()
                 report.created.append(spec.name)
+                raced.append(spec)  # then wait until it is visible and describable, as below
             except KafkaException as exc:
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
@@ -73,7 +74,7 @@ def apply_topics(topology: Topology, bootstrap: str, timeout: float = 30.0) -> A
             problems = [p for spec in raced for p in _mismatches(spec, existing[spec.name], configs.get(spec.name, {}))]
             if problems:
                 raise TopicMismatchError(_MISMATCH + "\n  ".join(problems))
-            report.unchanged.extend(spec.name for spec in raced)
+            report.unchanged.extend(spec.name for spec in raced if spec.name not in report.created)
     return report
 
 

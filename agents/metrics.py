@@ -58,3 +58,12 @@ HOP_SECONDS = Histogram(
     ["topic"],
     buckets=LATENCY_BUCKETS,
 )
+
+
+def initialize(internal_topic_ids: list[str], outcomes: frozenset[str] | set[str]) -> None:
+    """Create the labelled series that exist from the start, so that every worker exposes them (at zero)
+    before its first event: dashboards and `promtool check metrics` see the same names on every worker."""
+    for outcome in sorted(outcomes):
+        ORDER_ALLOCATION_SECONDS.labels(outcome)
+    for topic_id in internal_topic_ids:
+        HOP_SECONDS.labels(topic_id)

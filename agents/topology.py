@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-Role = Literal["input", "output", "internal", "view"]
+Role = Literal["input", "output", "internal", "view", "changelog"]
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
 
 
@@ -30,11 +30,44 @@ class TopicSpec(BaseModel):
         return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
 
 
+class ChangelogRule(BaseModel):
+    """How Quix Streams names the changelog of a stateful topic's store (topics.yaml `changelogs`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    of_role: Role = "internal"
+    cleanup_policy: CleanupPolicy = "compact"
+    retention_ms: int = -1
+
+
 class Topology(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     stateful_partitions: int
     topics: dict[str, TopicSpec]
+    changelog_rule: ChangelogRule | None = None
+
+    def changelogs(self, app_id: str) -> Topology:
+        """The changelog topics of the fleet's state for consumer group `app_id`, as a topology of their own."""
+        rule = self.changelog_rule
+        if rule is None:
+            return Topology(stateful_partitions=self.stateful_partitions, topics={})
+        specs = {
+            f"{t.id}_changelog": TopicSpec(
+                id=f"{t.id}_changelog",
+                name=rule.name.format(app_id=app_id, topic=t.name),
+                role="changelog",
+                partitions=t.partitions,
+                replication_factor=t.replication_factor,
+                cleanup_policy=rule.cleanup_policy,
+                retention_ms=rule.retention_ms,
+                key=t.key,
+                schema="-",
+            )
+            for t in self.by_role(rule.of_role)
+        }
+        return Topology(stateful_partitions=self.stateful_partitions, topics=specs)
 
     def __getitem__(self, topic_id: str) -> TopicSpec:
         return self.topics[topic_id]
@@ -60,7 +93,8 @@ def load_topology(path: Path, replication_factor: int | None = None) -> Topology
         if replication_factor is not None:
             body = {**body, "replication_factor": replication_factor}
         topics[topic_id] = TopicSpec(id=topic_id, **body)
-    topology = Topology(stateful_partitions=raw["stateful_partitions"], topics=topics)
+    rule = ChangelogRule(**raw["changelogs"]) if raw.get("changelogs") else None
+    topology = Topology(stateful_partitions=raw["stateful_partitions"], topics=topics, changelog_rule=rule)
     stateful = [t for t in topology.topics.values() if t.role in ("internal", "view")]
     bad = [t.name for t in stateful if t.partitions != topology.stateful_partitions]
     if bad:

@@ -87,7 +87,11 @@ def customer_views(old: CustomerState | None, new: CustomerState) -> list[View]:
 
 def order_view(saga: OrderSaga) -> View:
     body = saga.model_dump(mode="json", exclude={"processed"})
-    return ("order_status", compose("order", saga.tenant_id, saga.order_id).encode(), _dumps({"record": "order", **body}))
+    return (
+        "order_status",
+        compose("order", saga.tenant_id, saga.order_id).encode(),
+        _dumps({"record": "order", **body}),
+    )
 
 
 def opportunity_view(saga: OpportunitySaga) -> View:

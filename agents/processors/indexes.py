@@ -127,7 +127,7 @@ def walk_expiry(state: Any, tick: ExpiryTick, topic_id: str, source: SourceRef |
     while bucket + BUCKET_S <= now:
         members = PagedSet(state, b"x" + str(bucket).encode())
         for member in members:
-            tenant, _, entity = member.partition("|")
+            tenant = member.partition("|")[0]
             command = ExpireDue(
                 command_id=event_id("ExpireDue", tick.command_id, member),
                 tenant_id=tenant,

@@ -28,6 +28,7 @@ from quixstreams.models.serializers.simple_types import BytesDeserializer, Bytes
 from quixstreams.models.topics import Topic
 from quixstreams.state.rocksdb import RocksDBOptions
 
+from agents import metrics
 from agents.codec import Codec, LocalSchemaRegistry
 from agents.core.commands import ExpiryTick
 from agents.core.ids import event_id
@@ -37,7 +38,7 @@ from agents.processors.base import Out, Where
 from agents.processors.customers import CustomerProcessor
 from agents.processors.intake import INPUTS, Intake
 from agents.processors.ledger import LedgerProcessor
-from agents.processors.sagas import Opportunities, OrderSagas
+from agents.processors.sagas import PLACEMENT_OUTCOMES, Opportunities, OrderSagas
 from agents.runtime.partitions import partition_keys
 from agents.settings import Settings
 from agents.topology import Topology
@@ -222,6 +223,8 @@ def run_worker(settings: Settings, topology: Topology) -> int:
     from agents.readmodels import ReadModels
 
     apply_topics(topology, settings.kafka_bootstrap)
+    apply_topics(topology.changelogs(settings.app_id), settings.kafka_bootstrap)
+    metrics.initialize(list(STATEFUL), PLACEMENT_OUTCOMES)
     app, _ = build(settings, topology)
     readmodels = ReadModels(settings, topology)
     readmodels.start()

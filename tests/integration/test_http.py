@@ -135,7 +135,9 @@ def test_no_endpoint_dumps_tables(two_workers: Fleet) -> None:
 
 
 def test_lag_grows_while_a_worker_is_stopped_and_shrinks_after_it_resumes(two_workers: Fleet) -> None:
+    # The stock movements' lag: the order and opportunity partitions always hold a few uncommitted ticks.
     watcher, paused = two_workers.workers
+    movements = two_workers.names["stock_movements"]
     paused.pause()
     try:
         for n in range(200):
@@ -143,12 +145,16 @@ def test_lag_grows_while_a_worker_is_stopped_and_shrinks_after_it_resumes(two_wo
             two_workers.produce("stock_movements", events.received("ta", sku, 1), key=events.key("ta", sku))
         two_workers.flush()
         wait_until(
-            lambda: watcher.metric("inventory_consumer_lag_messages") > 0, 30, "lag to show while a worker is stopped"
+            lambda: watcher.metric("inventory_consumer_lag_messages", topic=movements) > 0,
+            30,
+            "lag to show while a worker is stopped",
         )
     finally:
         paused.resume()
     wait_until(
-        lambda: watcher.metric("inventory_consumer_lag_messages") == 0, 60, "lag to drain after the worker resumed"
+        lambda: watcher.metric("inventory_consumer_lag_messages", topic=movements) == 0,
+        60,
+        "lag to drain after the worker resumed",
     )
 
 

@@ -28,7 +28,9 @@ def _where_librdkafka_puts(bootstrap: str, topic: str, keys: list[bytes]) -> lis
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5})
     found: dict[int, int] = {}
     for n, key in enumerate(keys):
-        producer.produce(topic, key=key, value=b"", on_delivery=lambda err, msg, n=n: found.__setitem__(n, msg.partition()))
+        producer.produce(
+            topic, key=key, value=b"", on_delivery=lambda err, msg, n=n: found.__setitem__(n, msg.partition())
+        )
     assert producer.flush(30) == 0
     return [found[n] for n in range(len(keys))]
 

@@ -18,14 +18,16 @@ def location(record: dict[str, Any], name: str = "WH1") -> dict[str, Any]:
     return next(loc for loc in record["locations"] if loc["location"] == name)
 
 
-def availability_of(fleet: Fleet, tenant: str, sku: str, **expected: int) -> dict[str, Any]:
-    """Wait for an availability record of tenant/sku whose WH1 figures match `expected`."""
+def availability_of(fleet: Fleet, tenant: str, sku: str, described: bool = False, **expected: int) -> dict[str, Any]:
+    """Wait for an availability record of tenant/sku whose WH1 figures match `expected` (and that carries
+    the product's data, if `described`)."""
     reader = fleet.reader("availability")
     try:
         (record, *_) = reader.wait_for(
             lambda r: (
                 r["tenant_id"] == tenant
                 and r["sku"] == sku
+                and (not described or r["description"] is not None)
                 and any(
                     loc["location"] == "WH1" and all(loc[k] == v for k, v in expected.items()) for loc in r["locations"]
                 )
@@ -52,7 +54,9 @@ def test_movements_publish_availability_with_product_data(fleet: Fleet, tenant: 
     ):
         fleet.produce("stock_movements", movement, key=events.key(tenant, "SKU-A"))
         fleet.flush()  # one at a time: upstream partitioning differs per message
-    record = availability_of(fleet, tenant, "SKU-A", on_hand=33)
+    # The product and the movements come from different topics, in no guaranteed order between them: the
+    # product data joins the availability record from the first record after the product reached the ledger.
+    record = availability_of(fleet, tenant, "SKU-A", on_hand=33, described=True)
     assert record["description"] == "Blue widget"
     assert location(record) == {
         "location": "WH1",

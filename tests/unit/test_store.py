@@ -96,9 +96,8 @@ entities = st.builds(
 @given(st.lists(entities, min_size=1, max_size=8))
 def test_split_entities_come_back_as_written(tmp_path_factory: Any, steps: list[Entity]) -> None:
     partition = Partition(tmp_path_factory.mktemp("split"))
-    writer, counter, current = split_store(), 0, None
-    for entity in steps:
-        counter += 1
+    writer, current = split_store(), None
+    for counter, entity in enumerate(steps, start=1):
         seen = (*(current.seen if current else ()), f"id{counter}")[-WINDOW:]
         current = entity.model_copy(update={"seen": seen})
         with partition.state(KEY) as state:
@@ -191,7 +190,9 @@ def test_a_paged_set_is_a_set(tmp_path_factory: Any, ops: list[tuple[bool, int]]
         members = PagedSet(state, b"b-acme\x00")
         for add, n in ops:
             member = f"SKU|{n}"
-            assert (members.add(member) if add else members.remove(member)) == ((member not in model) if add else (member in model))
+            assert (members.add(member) if add else members.remove(member)) == (
+                (member not in model) if add else (member in model)
+            )
             (model.add if add else model.discard)(member)
         assert sorted(members) == sorted(model)
     with partition.state(b"\x00p0") as state:
