@@ -64,9 +64,7 @@ def test_orders_are_allocated_and_released_under_exactly_once(fleet_factory: Cal
     wait_until(lambda: reserved(fleet, tenant, "A") == (7, 3), 30, "A reserved for O1 and O3 only")
     assert reserved(fleet, tenant, "B") == (3, 7)
 
-    outcomes = [
-        r for r in committed_records(fleet, "allocations") if r["tenant_id"] == tenant and r.get("order_id")
-    ]
+    outcomes = [r for r in committed_records(fleet, "allocations") if r["tenant_id"] == tenant and r.get("order_id")]
     placements = [r["order_id"] for r in outcomes if r["event_type"] != "OrderInventoryReleased"]
     assert sorted(placements) == ["O1", "O2", "O3"]  # exactly one committed outcome per order
     assert len(latest_availability(fleet, tenant)) == 2
