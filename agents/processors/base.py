@@ -28,7 +28,7 @@ from agents.core.routing import output_topic, route_command
 from agents.dlq import dead_letter
 from agents.envelope import Envelope, SourceRef, wrap
 from agents.metrics import DLQ_MESSAGES, DUPLICATES, EVENTS_PROCESSED, HOP_SECONDS, PROCESSING_SECONDS
-from agents.runtime.bounds import MAX_RECORD_BYTES, check_size
+from agents.runtime.bounds import MAX_RECORD_BYTES, RecordTooLarge, check_size
 from agents.runtime.partitions import is_partition_key
 
 log = logging.getLogger("agents")
@@ -168,6 +168,21 @@ def dead_letter_internal(
         headers=envelope.original_headers if envelope and envelope.original_headers else None,
         tenant_id=tenant,
     )
+
+
+def refused(
+    topic_id: str, what: str, where: Where, key: bytes, value: bytes, envelope: Envelope | None, exc: Exception
+) -> list[Out]:
+    """The dead letter of a record a processor could not apply: a refusal the domain or the bound names
+    (an exception with a `reason`, or RecordTooLarge), or an unexpected error, logged with its traceback."""
+    if isinstance(exc, RecordTooLarge):
+        error, reason = "RecordTooLarge", str(exc)
+    elif isinstance(getattr(exc, "reason", None), str):
+        error, reason = type(exc).__name__, exc.reason  # type: ignore[attr-defined]
+    else:
+        log.exception("%s failed on %s[%d]@%d", what, where.topic, where.partition, where.offset)
+        error, reason = type(exc).__name__, f"unexpected error: {exc}"
+    return [dead_letter_internal(topic_id, where, key, value, envelope, error, reason)]
 
 
 def count_handled(topic_id: str, processor: str, duplicate: bool, started: float) -> None:

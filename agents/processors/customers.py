@@ -24,14 +24,13 @@ from agents.processors.base import (
     Where,
     checked,
     count_handled,
-    dead_letter_internal,
-    log,
     observe_hop,
     outs_of,
     read,
+    refused,
     utcnow,
 )
-from agents.runtime.bounds import RecordTooLarge, check_size
+from agents.runtime.bounds import check_size
 from agents.runtime.partitions import is_partition_key, partition_keys
 from agents.runtime.quix_compat import sibling
 from agents.runtime.store import customer_store
@@ -92,13 +91,8 @@ class CustomerProcessor:
             checked(out)
             if result.state is not current:
                 self.store.put(state, key, result.state)
-        except RecordTooLarge as exc:
-            return [dead_letter_internal(TOPIC, where, key, value, envelope, "RecordTooLarge", str(exc))]
-        except Exception as exc:
-            log.exception("customer processor failed on %s[%d]@%d", where.topic, where.partition, where.offset)
-            return [
-                dead_letter_internal(TOPIC, where, key, value, envelope, type(exc).__name__, f"unexpected error: {exc}")
-            ]
+        except Exception as exc:  # a refusal or a bug: dead-lettered, the partition moves on
+            return refused(TOPIC, "customer processor", where, key, value, envelope, exc)
         count_handled(TOPIC, "customers", result.duplicate, started)
         return out
 

@@ -20,14 +20,13 @@ from agents.processors.base import (
     addressed,
     checked,
     count_handled,
-    dead_letter_internal,
     log,
     observe_hop,
     outs_of,
     read,
+    refused,
     utcnow,
 )
-from agents.runtime.bounds import RecordTooLarge
 from agents.runtime.partitions import is_partition_key, partition_keys
 from agents.runtime.store import ledger_store
 
@@ -64,15 +63,8 @@ class LedgerProcessor:
             # A duplicate writes nothing new: Quix keeps state and outputs of a message in one checkpoint.
             if result.ledger is not ledger:
                 self.store.put(state, key, result.ledger)
-        except core.BusinessRuleViolation as exc:
-            return [dead_letter_internal(TOPIC, where, key, value, envelope, "BusinessRuleViolation", exc.reason)]
-        except RecordTooLarge as exc:
-            return [dead_letter_internal(TOPIC, where, key, value, envelope, "RecordTooLarge", str(exc))]
-        except Exception as exc:
-            log.exception("sku ledger failed on %s[%d]@%d", where.topic, where.partition, where.offset)
-            return [
-                dead_letter_internal(TOPIC, where, key, value, envelope, type(exc).__name__, f"unexpected error: {exc}")
-            ]
+        except Exception as exc:  # a refusal or a bug: dead-lettered, the partition moves on
+            return refused(TOPIC, "sku ledger", where, key, value, envelope, exc)
         count_handled(TOPIC, "sku_ledger", result.duplicate, started)
         return out
 

@@ -44,14 +44,13 @@ from agents.processors.base import (
     Where,
     checked,
     count_handled,
-    dead_letter_internal,
     log,
     observe_hop,
     outs_of,
     read,
+    refused,
     utcnow,
 )
-from agents.runtime.bounds import RecordTooLarge
 from agents.runtime.partitions import is_partition_key, partition_keys
 from agents.runtime.store import EntityStore
 from agents.views import View, opportunity_view, order_view
@@ -140,15 +139,8 @@ class SagaProcessor(Generic[S]):
             checked(out)
             if nxt is not saga:
                 self.store.put(state, key, nxt)
-        except RecordTooLarge as exc:
-            return [dead_letter_internal(self.topic_id, where, key, value, envelope, "RecordTooLarge", str(exc))]
-        except Exception as exc:
-            log.exception("%s failed on %s[%d]@%d", self.name, where.topic, where.partition, where.offset)
-            return [
-                dead_letter_internal(
-                    self.topic_id, where, key, value, envelope, type(exc).__name__, f"unexpected error: {exc}"
-                )
-            ]
+        except Exception as exc:  # a refusal or a bug: dead-lettered, the partition moves on
+            return refused(self.topic_id, self.name, where, key, value, envelope, exc)
         self.observe(result, envelope.source)
         if result.note:
             log.info("%s %s: %s", self.name, key.decode(errors="replace")[:300], result.note)

@@ -8,10 +8,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TypeVar
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -26,24 +25,12 @@ from agents.core.saga import OrderSaga
 from agents.readmodels import TOPIC_IDS, ReadModels
 from agents.settings import Settings
 from agents.topology import Topology, load_topology
+from tests.support.fleet import wait_until
 
 pytestmark = pytest.mark.broker
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
-R = TypeVar("R")
 Record = tuple[str, bytes, bytes]
-
-
-def wait_until(predicate: Callable[[], R], timeout: float, what: str, interval: float = 0.05) -> R:
-    """Poll `predicate` until it returns something truthy, or fail saying what did not happen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture
