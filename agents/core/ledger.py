@@ -26,6 +26,8 @@ Opportunity soft holds are reservations of kind OPPORTUNITY, one per opportunity
 
 from __future__ import annotations
 
+import bisect
+
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -246,15 +248,22 @@ def handle(
 
 def fill_backorders(ledger: SkuLedger, now: datetime) -> tuple[SkuLedger, list[Command]]:
     """Give free stock to the queue, in queue order; a line is filled when all it waits for is reserved."""
+    if not ledger.backorders:
+        return ledger, []
+    locations = set(ledger.on_hand) | _index(ledger).locations
+    free = {loc: ledger.available(loc) for loc in locations}
+    if all(units <= 0 for units in free.values()):
+        return ledger, []  # nothing to give: a busy SKU's long queue is not walked on every command
     reservations = dict(ledger.reservations)
     queue: list[QueuedLine] = []
     replies: list[Command] = []
-    free = {loc: ledger.available(loc) for loc in ledger.locations()}
+    changed = False
     for entry in sorted(ledger.backorders, key=QueuedLine.sort_key):
         take = min(entry.quantity, max(free.get(entry.location, 0), 0))
         if take == 0:
             queue.append(entry)
             continue
+        changed = True
         free[entry.location] -= take
         rid = reservation_id(entry.order_id, entry.line_id)
         held = reservations.get(rid)
@@ -283,7 +292,7 @@ def fill_backorders(ledger: SkuLedger, now: datetime) -> tuple[SkuLedger, list[C
                 quantity=reservations[rid].quantity,
             )
         )
-    if len(queue) == len(ledger.backorders) and all(a == b for a, b in zip(queue, ledger.backorders, strict=True)):
+    if not changed:
         return ledger, []
     return ledger.model_copy(
         update={
@@ -724,7 +733,8 @@ def _reserve_or_queue(ledger: SkuLedger, command: ReserveStock, cid: str, now: d
             )
         if take < line.quantity:
             queued.append(line.model_copy(update={"quantity": line.quantity - take}))
-            queue.append(
+            bisect.insort(  # the queue is kept in order: a new line goes to its place, nothing is re-sorted
+                queue,
                 QueuedLine(
                     backorder_id=event_id("backorder", ledger.tenant_id, command.order_id),
                     order_id=command.order_id,
@@ -735,10 +745,11 @@ def _reserve_or_queue(ledger: SkuLedger, command: ReserveStock, cid: str, now: d
                     tier=command.tier,
                     customer_id=command.customer_id,
                     queued_at=command.ordered_at or now,
-                )
+                ),
+                key=QueuedLine.sort_key,
             )
     changes, notices = _convert(ledger, kept, command, taken, cid, now)
-    changes["backorders"] = tuple(sorted(queue, key=QueuedLine.sort_key))
+    changes["backorders"] = tuple(queue)
     if notices:
         changes["recent_soft"] = (*ledger.recent_soft, *notices)[-RECENT_SOFT_KEPT:]
     nxt = _next_version(ledger, changes, cid, command.command_id, now, window)

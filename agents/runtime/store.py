@@ -127,6 +127,7 @@ class _Layout:
     header: bytes = b""
     pages: dict[str, list[list[str]]] = field(default_factory=dict)
     where: dict[str, dict[str, int]] = field(default_factory=dict)  # coll -> entry key -> page
+    maps: dict[str, dict[str, Any]] = field(default_factory=dict)  # coll -> entry key -> entry, as written
     seq: int = 0  # next ring sequence number
 
 
@@ -220,8 +221,10 @@ class SplitStore(Generic[M]):
         pages = {name: [list(p) for p in layout.pages.get(name, [])] for name in self.collections}
         where = {name: dict(layout.where.get(name, {})) for name in self.collections}
         touched: set[tuple[str, int]] = set()
+        maps: dict[str, dict[str, Any]] = {}
         for name, c in self.collections.items():
-            before, after = self._as_map(c, old), self._as_map(c, new)
+            before = layout.maps[name] if name in layout.maps else self._as_map(c, old)
+            after = maps[name] = self._as_map(c, new, before)
             adapter = self._adapters[name]
             for entry, value in after.items():
                 prior = before.get(entry)
@@ -258,7 +261,7 @@ class SplitStore(Generic[M]):
                 state.set_bytes(record, value)
         token = new_token()
         state.set_bytes(VERSION, token)
-        self.cache.put(key, token, new, _Layout(header=header, pages=pages, where=where, seq=seq))
+        self.cache.put(key, token, new, _Layout(header=header, pages=pages, where=where, seq=seq, maps=maps))
 
     @staticmethod
     def _add(pages: list[list[str]], where: dict[str, int], entry: str, name: str, touched: set[Any]) -> None:
@@ -286,13 +289,17 @@ class SplitStore(Generic[M]):
         extra = orjson.dumps({"__seq": seq, "__pages": pages})
         return extra[:-1] + (b"," + body[1:] if body != b"{}" else b"}")
 
-    def _as_map(self, c: Collection, state: M | None) -> dict[str, Any]:
+    def _as_map(self, c: Collection, state: M | None, known: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The collection as entry key -> entry. An entry that is the very object of `known` (the map as
+        last written) keeps its key without computing it again: a write costs what changed."""
         if state is None:
             return {}
         value = getattr(state, c.name)
         if c.key_of is None:
             return value  # type: ignore[no-any-return]
-        return {c.key_of(item): item for item in value}
+        seen = {id(item): entry for entry, item in known.items()} if known else {}
+        key_of = c.key_of
+        return {seen.get(id(item)) or key_of(item): item for item in value}
 
 
 # ---- the layouts of the fleet's split entities ----------------------------------------------------------
