@@ -85,14 +85,17 @@ class HttpError(Exception):
 
 
 def valid_id(value: str) -> bool:
-    """1 to 200 characters, none of them a control character (Unicode category Cc: C0, DEL, C1)."""
-    return 0 < len(value) <= ID_MAX and not any(unicodedata.category(ch) == "Cc" for ch in value)
+    """The ids intake accepts (agents/core/events.py `Id`): 1 to 200 characters, no `|` (the key separator)
+    and no control character (Unicode category Cc: C0, DEL, C1)."""
+    return (
+        0 < len(value) <= ID_MAX and "|" not in value and not any(unicodedata.category(ch) == "Cc" for ch in value)
+    )
 
 
 def check_id(name: str, value: str) -> str:
     if not valid_id(value):
         shown = value if len(value) <= 60 else value[:60] + "..."
-        raise HttpError(400, f"{name} {shown!r} is not a valid identifier (1 to {ID_MAX} characters, no control)")
+        raise HttpError(400, f"{name} {shown!r} is not a valid identifier (1 to {ID_MAX} characters, no | or control)")
     return value
 
 

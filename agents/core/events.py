@@ -28,8 +28,10 @@ def _non_zero(value: int) -> int:
     return value
 
 
-# An identifier that can be part of a `tenant|entity` key: no separator, no control characters.
-Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^|\x00-\x1f]+$")]
+# An identifier that can be part of a `tenant|entity` key: no separator, no control character (Unicode
+# category Cc: C0, DEL, C1). The HTTP API accepts exactly this alphabet (agents/http.py `valid_id`).
+ID_PATTERN = r"^[^|\x00-\x1f\x7f-\x9f]+$"
+Id = Annotated[str, Field(min_length=1, max_length=200, pattern=ID_PATTERN)]
 # Quantities fit an Avro int (and a Java int) on every consumer.
 MAX_QTY = 2**31 - 1
 PositiveQty = Annotated[StrictInt, Field(gt=0, le=MAX_QTY)]
