@@ -82,3 +82,19 @@ clean:
 .PHONY: bench
 bench: install
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# faust in a virtualenv of its own (the optional [bench] extra), for bench/runtimes.py only.
+.PHONY: bench-venv bench-runtimes bench-recovery
+bench-venv:
+	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet -e '.[bench]'
+
+# faust vs Quix Streams (at-least-once, exactly-once) vs a plain confluent-kafka loop, one workload.
+bench-runtimes: install
+	KAFKA_PORT=19692 KAFKA_DATA=$(CURDIR)/.kafka/bench-runtimes deploy/kafka/kafka.sh up
+	$(PY) -m bench.runtimes --bootstrap 127.0.0.1:19692 $(BENCH_ARGS); status=$$?; \
+	KAFKA_PORT=19692 KAFKA_DATA=$(CURDIR)/.kafka/bench-runtimes deploy/kafka/kafka.sh down; exit $$status
+
+# Recovery time per 100 MB of changelog (starts and stops a broker of its own).
+bench-recovery: install
+	$(PY) -m bench.recovery $(BENCH_ARGS)

@@ -72,6 +72,7 @@ SEED = 20_260_810
 COMMIT_INTERVAL = 1.0
 CONSUME_BATCH = 500
 FALLS_BEHIND_BELOW = 0.95  # of the rate actually produced
+WARMUP_S = 1.0  # paced before the latency counts: the step from idle to load stalls every runtime for ~0.5 s
 
 RUNTIMES = {
     "faust": "faust-streaming 0.15.3 (aiokafka), at-least-once",
@@ -80,7 +81,7 @@ RUNTIMES = {
     "confluent-batch": "confluent-kafka batch loop (reference)",
 }
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # a wide table also in a log
 
 
 # --- workers: each runs in a process of its own, configured by BENCH_RUNTIME_CONFIG -------------------------
@@ -122,7 +123,7 @@ def faust_worker(cfg: dict[str, Any]) -> None:
             table[key] = orjson.dumps(state)
             await target.send(key=key, value=orjson.dumps(record))
 
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warning"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
     app.main()
 
 
@@ -467,6 +468,7 @@ class Round:
     def paced(
         self, proc: subprocess.Popen[bytes], probe: Probe, log: Path, keys: list[bytes], first: int
     ) -> dict[str, Any]:
+        """Paced input; the first WARMUP_S seconds of it (idle -> load) are not counted in the latency."""
         pacer = Pacer(self.args.bootstrap, self.source, keys, first, self.args.rate)
         pacer.start()
         total = len(keys)
@@ -476,24 +478,29 @@ class Round:
             self.watch(proc, probe, log)
             self.status(f"paced at {self.args.rate:,.0f} ev/s", probe.paced, total)
         pacer.join()
-        numbers = range(first, first + total)
-        latencies = [probe.latency[n] * 1000 for n in numbers if n in probe.latency]
-        if not latencies:
+        arrived = [n for n in range(first, first + total) if n in probe.latency]
+        if not arrived:
             raise WorkerFailed(f"no output for the {total:,} paced records")
-        last_append = max(probe.appended[n] for n in numbers if n in probe.appended)
+        warmup = first + int(self.args.rate * WARMUP_S)
+        latencies = [probe.latency[n] * 1000 for n in arrived if n >= warmup]
+        per_second = max(1, int(self.args.rate))
+        everything = [probe.latency[n] * 1000 for n in arrived]
+        by_second = [everything[i : i + per_second] for i in range(0, len(everything), per_second)]
         produce_rate = total / (pacer.finished - pacer.started)
-        achieved = len(latencies) / (last_append - pacer.started)
+        achieved = len(arrived) / (max(probe.appended[n] for n in arrived) - pacer.started)
         return {
             "rate": self.args.rate,
             "seconds": self.args.seconds,
+            "warmup_s": WARMUP_S,
             "produced": total,
             "produce_rate_eps": round(produce_rate, 1),
-            "received": len(latencies),
+            "received": len(arrived),
             "achieved_eps": round(achieved, 1),
-            "falls_behind": len(latencies) < total or achieved < FALLS_BEHIND_BELOW * produce_rate,
+            "falls_behind": len(arrived) < total or achieved < FALLS_BEHIND_BELOW * produce_rate,
             "p50_ms": round(percentile(latencies, 0.50), 2),
             "p99_ms": round(percentile(latencies, 0.99), 2),
             "max_ms": round(max(latencies), 2),
+            "p99_ms_by_second_incl_warmup": [round(percentile(chunk, 0.99), 1) for chunk in by_second],
         }
 
 
@@ -577,13 +584,41 @@ def markdown(report: dict[str, Any]) -> str:
         "|" + "|".join(["---", "---", *["---:"] * 6]) + "|",
         *("| " + " | ".join(row) + " |" for row in table_rows(report)),
         "",
-        "Throughput: events / (last - first output append time) draining a pre-filled topic. CPU: worker process"
-        " user+system CPU over that window / events. Latency: producer timestamp in the record -> arrival at a"
-        " read_committed consumer.",
+        "- Throughput: events / (last - first output append time) draining the pre-filled input topic.",
+        "- CPU: user + system CPU of the worker process (all threads) over that same window, per event.",
+        "- Latency: the producer's timestamp in the record -> arrival at a read_committed consumer; the first"
+        f' {s["warmup_s"]:g} s of the paced input (idle -> load) is not counted. "Falls behind": fewer outputs'
+        f" than inputs, or outputs at less than {s['falls_behind_below']:.0%} of the produced rate (achieved rate"
+        " shown).",
+        "- Changelog: faust writes one record per table write; Quix one per changed key per commit; the reference"
+        " loop one per changed key per batch (flushed, with the outputs, before the offsets are committed).",
+        f"- Machine load average (1, 5, 15 min) at the start: {report['machine']['loadavg_start']}, at the end:"
+        f" {report['machine']['loadavg_end']}.",
+        "",
+        "Per round (throughput ev/s, CPU µs/event, p50 / p99 ms):",
+        "",
+        *per_round_lines(report),
     ]
     if report["skipped"]:
         lines += ["", *(f"- {name}: {why}" for name, why in report["skipped"].items())]
     return "\n".join(lines) + "\n"
+
+
+def per_round_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, entry in report["runtimes"].items():
+        cells = []
+        for r in entry["rounds"]:
+            if r["ok"]:
+                p = r["paced"]
+                behind = " behind" if p["falls_behind"] else ""
+                cells.append(
+                    f"{r['throughput_eps']:,.0f}, {r['cpu_us_per_event']:,.1f}, {p['p50_ms']:,.1f} / {p['p99_ms']:,.1f}{behind}"
+                )
+            else:
+                cells.append(f"failed ({r['error'].splitlines()[0]})")
+        lines.append(f"- {name}: " + ("; ".join(cells) or "skipped"))
+    return lines
 
 
 def rich_table(report: dict[str, Any]) -> Table:
@@ -599,7 +634,8 @@ def versions(runtimes: list[str]) -> dict[str, Any]:
     found = {p: metadata.version(p) for p in ("quixstreams", "confluent-kafka", "rocksdict", "orjson")}
     found["librdkafka"] = __import__("confluent_kafka").libversion()[0]
     if "faust" in runtimes:
-        probe = "import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in ('faust-streaming', 'aiokafka', 'rocksdict')}))"
+        packages = ("faust-streaming", "aiokafka", "mode-streaming", "rocksdict")
+        probe = f"import json, importlib.metadata as m; print(json.dumps({{p: m.version(p) for p in {packages}}}))"
         out = subprocess.run([str(BENCH_PYTHON), "-c", probe], capture_output=True, text=True, check=True)
         found["faust venv"] = json.loads(out.stdout)
     return found
@@ -638,6 +674,7 @@ def main() -> None:
         return
     args = parse_args()
     started = datetime.now(UTC)
+    loadavg_start = [round(x, 2) for x in os.getloadavg()]
     clock = time.monotonic()
     try:
         AdminClient({"bootstrap.servers": args.bootstrap}).list_topics(timeout=10)
@@ -651,7 +688,7 @@ def main() -> None:
     runtimes = [r for r in args.runtimes if r not in skipped]
 
     drain_keys = zipf_keys(args.events, SEED)
-    paced_keys = zipf_keys(int(args.rate * args.seconds), SEED + 1)
+    paced_keys = zipf_keys(int(args.rate * (WARMUP_S + args.seconds)), SEED + 1)
     rounds: dict[str, list[dict[str, Any]]] = {r: [] for r in runtimes}
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
@@ -680,8 +717,15 @@ def main() -> None:
             "seed": SEED,
             "commit_interval_s": COMMIT_INTERVAL,
             "falls_behind_below": FALLS_BEHIND_BELOW,
+            "warmup_s": WARMUP_S,
         },
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_start": loadavg_start,
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "versions": versions(runtimes),
         "skipped": skipped,
         "runtimes": {
