@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from agents.core.customer import CustomerState, PriceOverride, reserved_for
+from agents.core.customer import CustomerState, PriceOverride
 from agents.core.ids import compose
 from agents.core.opportunity import OpportunitySaga
 from agents.core.saga import OrderSaga
@@ -73,16 +73,29 @@ def customer_views(old: CustomerState | None, new: CustomerState) -> list[View]:
             "discount_percentage": None if body.discount_percentage is None else str(body.discount_percentage),
         }
         out.append(("customer_state", compose("price", t, c, sku).encode(), _dumps(record)))
-    skus = {sku for holds in new.holds.values() for sku in holds}
-    if old is not None:
-        skus |= {sku for holds in old.holds.values() for sku in holds}
-    for sku in sorted(skus):
-        quantity = reserved_for(new, sku)
-        if old is not None and reserved_for(old, sku) == quantity:
-            continue
-        record = {"record": "reserved", "tenant_id": t, "customer_id": c, "sku": sku, "quantity": quantity}
-        out.append(("customer_state", compose("reserved", t, c, sku).encode(), _dumps(record)))
+    # Only the SKUs of the orders whose holds changed can have a new total (a customer may hold thousands of
+    # open orders: never recount every SKU of every order on each event).
+    before_holds = old.holds if old is not None else {}
+    changed = [o for o in set(before_holds) | set(new.holds) if before_holds.get(o) != new.holds.get(o)]
+    skus = {sku for o in changed for holds in (before_holds.get(o), new.holds.get(o)) if holds for sku in holds}
+    if skus:
+        now_held, was_held = _totals(new.holds, skus), _totals(before_holds, skus)
+        for sku in sorted(skus):
+            if old is not None and was_held[sku] == now_held[sku]:
+                continue
+            record = {"record": "reserved", "tenant_id": t, "customer_id": c, "sku": sku, "quantity": now_held[sku]}
+            out.append(("customer_state", compose("reserved", t, c, sku).encode(), _dumps(record)))
     return out
+
+
+def _totals(holds: dict[str, dict[str, int]], skus: set[str]) -> dict[str, int]:
+    """Units of each of `skus` over every open order's holds, in one pass."""
+    totals = dict.fromkeys(skus, 0)
+    for held in holds.values():
+        for sku, quantity in held.items():
+            if sku in totals:
+                totals[sku] += quantity
+    return totals
 
 
 def order_view(saga: OrderSaga) -> View:
