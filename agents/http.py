@@ -87,9 +87,7 @@ class HttpError(Exception):
 def valid_id(value: str) -> bool:
     """The ids intake accepts (agents/core/events.py `Id`): 1 to 200 characters, no `|` (the key separator)
     and no control character (Unicode category Cc: C0, DEL, C1)."""
-    return (
-        0 < len(value) <= ID_MAX and "|" not in value and not any(unicodedata.category(ch) == "Cc" for ch in value)
-    )
+    return 0 < len(value) <= ID_MAX and "|" not in value and not any(unicodedata.category(ch) == "Cc" for ch in value)
 
 
 def check_id(name: str, value: str) -> str:

@@ -43,12 +43,14 @@ REBALANCES = Counter("inventory_rebalances", "Consumer group rebalances seen by 
 ASSIGNED_PARTITIONS = Gauge("inventory_assigned_partitions", "Partitions of the fleet's topics assigned to this worker")
 RESERVATIONS = Gauge(
     "inventory_reservations_units",
-    "Units held on this worker's SKU ledgers, by kind (ORDER, OPPORTUNITY)",
+    "Units held, fleet-wide (from the read models), by kind (ORDER, OPPORTUNITY)",
     ["kind"],
 )
-BACKORDER_QUEUE_DEPTH = Gauge("inventory_backorder_queue_depth", "Backorders waiting on this worker's SKU ledgers")
+BACKORDER_QUEUE_DEPTH = Gauge(
+    "inventory_backorder_queue_depth", "Orders waiting as backorders, fleet-wide (from the read models)"
+)
 BACKORDER_OLDEST_AGE = Gauge(
-    "inventory_backorder_oldest_age_seconds", "Age of the oldest waiting backorder on this worker's SKU ledgers"
+    "inventory_backorder_oldest_age_seconds", "Age of the oldest waiting backorder, fleet-wide (from the read models)"
 )
 HTTP_REQUESTS = Counter("inventory_http_requests", "HTTP API requests, by route and status", ["route", "status"])
 HTTP_SECONDS = Histogram("inventory_http_seconds", "HTTP API latency by route", ["route"], buckets=LATENCY_BUCKETS)

@@ -287,6 +287,11 @@ class ReadModels:
         with self._lock:
             return self._orders.get(tenant, {}).get(order)
 
+    def tenants(self) -> list[str]:
+        """Every tenant the views know of (for fleet-wide gauges, never served over HTTP)."""
+        with self._lock:
+            return sorted(set(self._availability) | set(self._orders) | set(self._customers))
+
     def order_sagas(self, tenant: str) -> list[OrderSaga]:
         with self._lock:
             return list(self._orders.get(tenant, {}).values())

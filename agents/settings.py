@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     )
     rocksdb_write_buffer_mb: int = Field(8, description="RocksDB write buffer size per state partition")
     rocksdb_max_write_buffers: int = Field(2, description="RocksDB write buffers per state partition")
+    rocksdb_fsync: bool = Field(False, description="fsync RocksDB at every checkpoint (the changelog is durable)")
     dedup_window: int = Field(512, description="command ids remembered per SKU ledger for idempotency")
     state_cache_entries: int = Field(
         20_000, description="decoded entities kept in memory per processor (LRU; each checked against its state)"

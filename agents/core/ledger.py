@@ -27,7 +27,6 @@ Opportunity soft holds are reservations of kind OPPORTUNITY, one per opportunity
 from __future__ import annotations
 
 import bisect
-
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal

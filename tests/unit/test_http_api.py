@@ -937,3 +937,15 @@ def test_the_skip_log_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
     assert rm.skipped == 100
     assert 0 < len(caplog.records) <= 20
     assert max(len(r.getMessage()) for r in caplog.records) < 1_000
+
+
+def test_the_reservation_and_backorder_gauges_come_from_the_read_models() -> None:
+    from prometheus_client import REGISTRY
+
+    from agents.runtime.app import Gauges
+
+    rm = world(ReadModels(settings(), TOPOLOGY))
+    Gauges(rm).measure()
+    assert REGISTRY.get_sample_value("inventory_reservations_units", {"kind": "ORDER"}) == 3 + 2  # S1 at WH1, S2
+    assert REGISTRY.get_sample_value("inventory_backorder_queue_depth") == 3  # B-low, B-high (ta) and B-tb
+    assert (REGISTRY.get_sample_value("inventory_backorder_oldest_age_seconds") or 0) > 0
