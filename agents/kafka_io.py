@@ -1,6 +1,6 @@
-"""confluent-kafka clients used outside faust (CLI, demo feed, sync, tests, benchmarks).
+"""confluent-kafka clients used outside the Quix application (CLI, demo feed, sync, tests, benchmarks).
 
-Producers use murmur2 so that a key lands on the same partition as when faust (aiokafka) or a Java
+Producers use murmur2 so that a key lands on the same partition as when the fleet (Quix) or a Java
 client produces it; librdkafka's default (consistent_random / CRC32) would not.
 """
 

@@ -1,5 +1,5 @@
 """Consumer lag of the fleet's group, per topic-partition (end offset minus committed offset), measured
-from the broker by every worker in a background thread: the faust Prometheus sensor has no lag metric.
+from the broker by every worker in a background thread (Quix Streams exports no lag metric).
 
 Every worker reports the whole group's lag (not only its own partitions), so a stopped worker's partitions
 still show their lag growing; dashboards take `max by (topic, partition)`.

@@ -1,4 +1,4 @@
-"""The wire contract of DESIGN.md section 7 as pydantic models.
+"""The wire contract (README "Producing events", docs/ARCHITECTURE.md) as pydantic models.
 
 Inputs are validated here (unknown fields ignored, missing or wrongly typed required fields rejected);
 outputs are built here and serialised at the edge.
