@@ -290,7 +290,7 @@ def run_worker(settings: Settings, topology: Topology) -> int:
     ticker.start()
     gauges = Gauges(readmodels, settings.lag_interval_s * 3)
     gauges.start()
-    signal.signal(signal.SIGTERM, lambda *_: app.stop())
+    stopping = threading.Event()
     running.set()
     log.info(
         "worker %s of %s starting (%s, commit every %.2fs)",
@@ -300,7 +300,25 @@ def run_worker(settings: Settings, topology: Topology) -> int:
         settings.commit_interval_s,
     )
     try:
-        app.run()
+        while True:
+            current = app
+
+            def stop(*_: Any, current: Application = current) -> None:
+                stopping.set()
+                current.stop()
+
+            signal.signal(signal.SIGTERM, stop)
+            try:
+                app.run()  # returns when stopped (SIGTERM, SIGINT)
+                break
+            except Exception:
+                if stopping.is_set():
+                    raise
+                # A broker lost in the middle of a rebalance fails the assignment (Quix stops without
+                # committing): start a new application on the same state, as a restarted pod would.
+                log.exception("the stream application failed; starting it again in 2 s")
+                time.sleep(2)
+                app, _ = build(settings, topology)
     finally:
         running.clear()
         ticker.stop()
