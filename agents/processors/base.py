@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-from pydantic import BaseModel
-
 from agents.codec import encode_json
 from agents.core.commands import INTERNAL_KINDS, Command, InternalCommand, load_command_json
 from agents.core.events import InputEvent, Output, load_input_json
@@ -196,11 +193,3 @@ def observe_hop(topic_id: str, timestamp_ms: int) -> None:
     """Per-hop latency: the fleet stamps every internal record with the time it was produced."""
     if timestamp_ms > 0:
         HOP_SECONDS.labels(topic_id).observe(max(time.time() - timestamp_ms / 1000, 0.0))
-
-
-def json_bytes(value: Any) -> bytes:
-    return orjson.dumps(value)
-
-
-def model_bytes(model: BaseModel) -> bytes:
-    return model.model_dump_json().encode()

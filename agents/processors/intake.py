@@ -17,7 +17,7 @@ from agents.core.ids import entity_key
 from agents.core.routing import route
 from agents.envelope import Envelope, SourceRef
 from agents.metrics import EVENTS_PROCESSED, PROCESSING_SECONDS
-from agents.processors.base import MAX_ORIGINAL_BYTES, Out, Where, checked, clip, dead_letter_out, log
+from agents.processors.base import MAX_ORIGINAL_BYTES, Out, Where, checked, dead_letter_out, log
 from agents.runtime.partitions import partition_keys
 
 # The accepted copy of one input (its envelope without the upstream bytes) stays under this, so that the
@@ -96,7 +96,7 @@ class Intake:
             source_partition=where.partition,
             source_offset=where.offset,
             error=error,
-            reason=clip(reason),
+            reason=reason,  # dead_letter_out bounds it
             key=key,
             value=value,
             headers=headers,
