@@ -16,17 +16,15 @@ from bench import report
 
 HOPS = (
     ("upstream -> intake re-key", "sent", "intake"),
-    ("intake -> price request", "intake", "price"),
-    ("price request -> priced (customer)", "price", "priced"),
-    ("priced -> reserve commands (saga)", "priced", "reserve"),
+    ("intake -> priced, credit held (customer)", "intake", "opened"),
+    ("opened -> reserve commands (saga)", "opened", "reserve"),
     ("reserve -> last stock reserved (SKU ledgers)", "reserve", "reserved"),
     ("last reserved -> outcome produced (saga)", "reserved", "outcome"),
     ("outcome produced -> read by the bench", "outcome", "seen"),
 )
 MARKS = {  # (topic id, command kind) -> mark; the last record of a kind counts (one per SKU for reserves)
-    ("order_commands", "OrderPlaced"): "intake",
-    ("customer_commands", "PriceOrder"): "price",
-    ("order_commands", "OrderPriced"): "priced",
+    ("customer_commands", "OrderPlaced"): "intake",
+    ("order_commands", "OpenOrder"): "opened",
     ("sku_commands", "ReserveStock"): "reserve",
     ("order_commands", "StockReserved"): "reserved",
 }

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, TypeAdapter
 
-from agents.core.events import Model, Priority, Tier
+from agents.core.events import Model, OrderPlaced, Priority, Tier
 
 
 class Command(Model):
@@ -74,6 +74,19 @@ class OrderPriced(Command):
     tier: Tier | None = None
     lines: tuple[PricedLine, ...] = ()
     order_value: Decimal = Decimal(0)
+
+
+class OpenOrder(Command):
+    """Customer -> order saga: an order from upstream, priced and its credit held (or why not). Intake sends
+    OrderPlaced to the customer's partition first, so the saga opens with its price and credit decided and
+    goes straight to the SKU ledgers (one hop fewer than asking the customer). `priced` is None when the
+    customer did not price it: the order is invalid, or it already holds or released credit; the saga then
+    decides as for a bare OrderPlaced."""
+
+    kind: Literal["OpenOrder"] = "OpenOrder"
+    order_id: str
+    order: OrderPlaced
+    priced: OrderPriced | None = None
 
 
 class ReserveStock(Command):
@@ -277,6 +290,7 @@ InternalCommand = (
     PriceOrder
     | ReleaseCredit
     | OrderPriced
+    | OpenOrder
     | ReserveStock
     | ReleaseStock
     | ConsumeStock
@@ -300,6 +314,7 @@ INTERNAL_KINDS = frozenset(
         "PriceOrder",
         "ReleaseCredit",
         "OrderPriced",
+        "OpenOrder",
         "ReserveStock",
         "ReleaseStock",
         "ConsumeStock",

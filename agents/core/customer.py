@@ -12,9 +12,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from pydantic import Field
 
-from agents.core.commands import OrderPriced, PricedLine, PriceOrder, ReleaseCredit
-from agents.core.events import CustomerPricingUpdated, CustomerUpserted, Model, Tier
+from agents.core.commands import Command, OpenOrder, OrderPriced, PricedLine, PriceOrder, ReleaseCredit
+from agents.core.events import CustomerPricingUpdated, CustomerUpserted, Model, OrderPlaced, Tier
 from agents.core.ids import event_id
+from agents.core.saga import order_problem, placement_price_request
 
 CENT = Decimal("0.01")
 DEFAULT_DEDUP_WINDOW = 512
@@ -68,7 +69,7 @@ class CustomerState(Model):
 @dataclass(frozen=True)
 class CustomerResult:
     state: CustomerState
-    replies: list[OrderPriced] = field(default_factory=list)
+    replies: list[Command] = field(default_factory=list)
     duplicate: bool = False
 
 
@@ -112,7 +113,7 @@ def released_marker(order_id: str) -> str:
 
 def handle(
     state: CustomerState,
-    command: CustomerUpserted | CustomerPricingUpdated | PriceOrder | ReleaseCredit,
+    command: CustomerUpserted | CustomerPricingUpdated | PriceOrder | ReleaseCredit | OrderPlaced,
     now: datetime,
     catalog: dict[str, CatalogPrice] | None = None,
     tier_discounts: dict[Tier, Decimal] | None = None,
@@ -158,7 +159,43 @@ def handle(
         exposures = {k: v for k, v in state.exposures.items() if k != command.order_id}
         holds = {k: v for k, v in state.holds.items() if k != command.order_id}
         return CustomerResult(_seen(state, marker, window, now, exposures=exposures, holds=holds))
+    if isinstance(command, OrderPlaced):
+        return _open_order(state, command, now, catalog or {}, tier_discounts or DEFAULT_TIER_DISCOUNTS, window)
     return _price_order(state, command, now, catalog or {}, tier_discounts or DEFAULT_TIER_DISCOUNTS, window)
+
+
+def _open_order(
+    state: CustomerState,
+    order: OrderPlaced,
+    now: datetime,
+    catalog: dict[str, CatalogPrice],
+    tier_discounts: dict[Tier, Decimal],
+    window: int,
+) -> CustomerResult:
+    """An order from upstream, before its saga exists: price it and hold its credit as the saga's placement
+    would ask (same PriceOrder id), and open the saga with the answer. An invalid order, or one that already
+    holds or released credit here, is passed on unpriced: the saga knows what it is (a first placement asks
+    again; anything else is a repeat)."""
+
+    def opened(priced: OrderPriced | None) -> OpenOrder:
+        return OpenOrder(
+            command_id=event_id("OpenOrder", state.tenant_id, order.order_id, order.event_id),
+            tenant_id=state.tenant_id,
+            issued_at=now,
+            order_id=order.order_id,
+            order=order,
+            priced=priced,
+        )
+
+    if (
+        order_problem(order) is not None
+        or order.order_id in state.exposures
+        or released_marker(order.order_id) in state.processed
+    ):
+        return CustomerResult(state, [opened(None)])
+    result = _price_order(state, placement_price_request(order, now), now, catalog, tier_discounts, window)
+    replies = [opened(reply) if isinstance(reply, OrderPriced) else reply for reply in result.replies]
+    return CustomerResult(result.state, replies, result.duplicate)
 
 
 def _price_order(

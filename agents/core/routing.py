@@ -9,6 +9,7 @@ from agents.core.commands import (
     Command,
     ConsumeStock,
     FillBackorders,
+    OpenOrder,
     OpportunityConverted,
     OpportunityPreempted,
     OrderPriced,
@@ -62,13 +63,13 @@ def route(event: InputEvent) -> Route:
             return Route("sku_commands", event.tenant_id, event.sku, broadcast_to="customer_commands")
         case StockReceived() | StockAdjusted() | StockCounted():
             return Route("sku_commands", event.tenant_id, event.sku)
-        case CustomerUpserted() | CustomerPricingUpdated():
+        case CustomerUpserted() | CustomerPricingUpdated() | OrderPlaced():
+            # An order is priced and its credit held first, where its customer lives (OpenOrder follows).
             return Route("customer_commands", event.tenant_id, event.customer_id)
         case OpportunityUpserted():
             return Route("opportunity_commands", event.tenant_id, event.opportunity_id)
         case (
-            OrderPlaced()
-            | OrderCancelled()
+            OrderCancelled()
             | OrderSnapshot()
             | FulfillmentStarted()
             | FulfillmentCompleted()
@@ -84,7 +85,7 @@ def route_command(command: Command) -> Route:
     match command:
         case PriceOrder() | ReleaseCredit():
             return Route("customer_commands", command.tenant_id, command.customer_id)
-        case OrderPriced() | StockReserved() | StockLost() | BackorderFilled():
+        case OrderPriced() | OpenOrder() | StockReserved() | StockLost() | BackorderFilled():
             return Route("order_commands", command.tenant_id, command.order_id)
         case ReserveStock() | ReleaseStock() | ConsumeStock() | SoftReserve() | SoftRelease() | FillBackorders():
             return Route("sku_commands", command.tenant_id, command.sku)

@@ -22,6 +22,7 @@ from agents.core.commands import (
     ExpiryTick,
     LineRequest,
     LineShortage,
+    OpenOrder,
     OrderPriced,
     PriceOrder,
     ReleaseCredit,
@@ -79,6 +80,7 @@ OrderOutcome = Annotated[
 ]
 SagaMessage = (
     OrderPlaced
+    | OpenOrder
     | OrderCancelled
     | OrderSnapshot
     | OrderPriced
@@ -186,6 +188,8 @@ def handle(saga: OrderSaga, message: SagaMessage, now: datetime, hold: timedelta
     match message:
         case OrderPlaced():
             return _place(saga, message, now)
+        case OpenOrder():
+            return _open(saga, message, now, hold)
         case OrderPriced():
             return _priced(saga, message, now, hold)
         case StockReserved():
@@ -238,7 +242,8 @@ def resend(saga: OrderSaga, now: datetime, note: str) -> SagaResult:
 # ---- placement -----------------------------------------------------------------------------------------
 
 
-def _invalid(order: OrderPlaced) -> str | None:
+def order_problem(order: OrderPlaced) -> str | None:
+    """Why the order cannot be placed at all (INVALID_ORDER), or None."""
     if not order.lines:
         return "the order has no lines"
     problems = [f"line {ln.line_id} has quantity {ln.quantity}" for ln in order.lines if ln.quantity <= 0]
@@ -306,6 +311,23 @@ def _released(
     )
 
 
+def placement_price_request(order: OrderPlaced, now: datetime) -> PriceOrder:
+    """The PriceOrder the saga asks of the customer when `order` is placed; the customer prices an order sent
+    to it first (OpenOrder) under the same id, so its OrderPriced answers that placement's round."""
+    return _price_request(
+        new_saga(order.tenant_id, order.order_id).model_copy(update={"customer_id": order.customer_id}),
+        _saga_lines(order),
+        order.event_id,
+        now,
+    )
+
+
+def _saga_lines(order: OrderPlaced) -> tuple[SagaLine, ...]:
+    return tuple(
+        SagaLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity, location=ln.location) for ln in order.lines
+    )
+
+
 def _price_request(saga: OrderSaga, lines: tuple[SagaLine, ...], causation: str, now: datetime) -> PriceOrder:
     return PriceOrder(
         command_id=event_id("PriceOrder", saga.tenant_id, saga.order_id, causation),
@@ -330,14 +352,12 @@ def _place(saga: OrderSaga, order: OrderPlaced, now: datetime) -> SagaResult:
         priority=order.priority,
         backorder_policy=order.backorder_policy,
         opportunity_id=order.opportunity_id,
-        lines=tuple(
-            SagaLine(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity, location=ln.location) for ln in order.lines
-        ),
+        lines=_saga_lines(order),
     )
     if saga.status == "CANCELLED":  # the cancel overtook the order: nothing was, or will be, reserved
         released = _released(placed.model_copy(update={"lines": ()}), now, "CANCELLED", order.event_id)
         return SagaResult(placed.model_copy(update={"outcome": released, "last_event": released}), [released])
-    problem = _invalid(order)
+    problem = order_problem(order)
     if problem:
         outcome = _rejected(placed, now, "INVALID_ORDER", problem)
         done = placed.model_copy(update={"status": "REJECTED", "outcome": outcome, "last_event": outcome})
@@ -345,6 +365,32 @@ def _place(saga: OrderSaga, order: OrderPlaced, now: datetime) -> SagaResult:
     request = _price_request(placed, placed.lines, order.event_id, now)
     round_ = Round(purpose="PLACE", causation_id=order.event_id, price_request_id=request.command_id)
     return SagaResult(placed.model_copy(update={"round": round_}), [], [request])
+
+
+def _open(saga: OrderSaga, opened: OpenOrder, now: datetime, hold: timedelta) -> SagaResult:
+    """An order that went to its customer first: placed, then priced at once when the customer priced it for
+    this very placement. When the placement is not new (the order again, or cancelled before it came) and
+    the customer held credit for it, that hold is released unless the saga still holds the order's credit
+    (its own release, by order id, drops the hold whole when the order ends)."""
+    placed = _place(saga, opened.order, now)
+    priced, round_ = opened.priced, placed.saga.round
+    if priced is None:
+        return placed  # as a bare OrderPlaced: a new, valid order asks its customer for the price
+    fresh = (
+        not saga.placed
+        and round_ is not None
+        and round_.purpose == "PLACE"
+        and round_.phase == "PRICING"
+        and priced.command_id == event_id("OrderPriced", round_.price_request_id)
+    )
+    if fresh:
+        done = _priced(placed.saga, priced, now, hold)
+        return SagaResult(done.saga, [*placed.outputs, *done.outputs], done.commands, note=done.note)
+    releases = any(isinstance(c, ReleaseCredit) for c in placed.commands)
+    if priced.accepted and placed.saga.status in TERMINAL and not releases:
+        release = _release_credit(placed.saga, placed.saga.status, now)
+        return SagaResult(placed.saga, placed.outputs, [*placed.commands, release], placed.duplicate, placed.note)
+    return placed
 
 
 def _priced(saga: OrderSaga, reply: OrderPriced, now: datetime, hold: timedelta) -> SagaResult:

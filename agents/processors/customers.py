@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from agents.core import customer as core
 from agents.core.commands import PriceOrder, ReleaseCredit
-from agents.core.events import CustomerPricingUpdated, CustomerUpserted, ProductUpserted, Tier
+from agents.core.events import CustomerPricingUpdated, CustomerUpserted, OrderPlaced, ProductUpserted, Tier
 from agents.core.ids import entity_key, split_key
 from agents.envelope import Envelope
 from agents.metrics import EVENTS_PROCESSED
@@ -74,12 +74,14 @@ class CustomerProcessor:
                 state.set_bytes(record, body)
                 EVENTS_PROCESSED.labels(TOPIC, "applied").inc()
                 return []
-            if not isinstance(command, CustomerUpserted | CustomerPricingUpdated | PriceOrder | ReleaseCredit):
+            if not isinstance(
+                command, CustomerUpserted | CustomerPricingUpdated | PriceOrder | ReleaseCredit | OrderPlaced
+            ):
                 raise TypeError(f"{type(command).__name__} does not belong on {TOPIC}")
             old = self.store.get(state, key)
             current = old if old is not None else core.new_customer(*split_key(key))
             catalog = None
-            if isinstance(command, PriceOrder):
+            if isinstance(command, PriceOrder | OrderPlaced):
                 catalog = self._catalog(state, where.partition, current.tenant_id, {ln.sku for ln in command.lines})
             now = utcnow()
             result = core.handle(

@@ -17,6 +17,7 @@ from agents.core.commands import (
     BackorderFilled,
     ExpireDue,
     ExpiryTick,
+    OpenOrder,
     OpportunityConverted,
     OpportunityPreempted,
     OrderPriced,
@@ -62,6 +63,7 @@ PLACEMENT_OUTCOMES = frozenset(
 )
 ORDER_MESSAGES = (
     OrderPlaced,
+    OpenOrder,
     OrderCancelled,
     OrderSnapshot,
     OrderPriced,

@@ -25,6 +25,7 @@ from agents.core import ledger as ledger_core
 from agents.core import saga as saga_core
 from agents.core.commands import (
     ExpiryTick,
+    OpenOrder,
     OrderPriced,
     PriceOrder,
     ReleaseCredit,
@@ -84,8 +85,10 @@ class Tick:
 
 def destination(message: Message) -> Entity:
     match message:
-        case OrderPlaced() | OrderCancelled() | OrderPriced() | StockReserved() | StockLost():
+        case OrderCancelled() | OrderPriced() | OpenOrder() | StockReserved() | StockLost():
             return ("saga", message.order_id)
+        case OrderPlaced():  # priced and its credit held first, where the customer lives (as intake routes it)
+            return ("customer", message.customer_id)
         case Tick():
             return ("saga", message.order_id)
         case PriceOrder() | ReleaseCredit():
@@ -467,9 +470,10 @@ REJECTED_ON_AN_ACCEPTED_REPLY = Scenario(
     stock={(s, loc): 1 if (s, loc) == ("SKU-1", "WH2") else 0 for s in SKUS for loc in LOCATIONS},
     orders=(OrderSpec("ORD-1", "CUST-1", (("L1", "SKU-1", 1, "WH2"), ("L2", "SKU-2", 1, "WH1"))),),
 )
-# place, price, priced, SKU-2 refuses, its reply, SKU-1 reserves; the saga dies settling on SKU-1's reply.
+# place (the customer prices it), open the saga, SKU-2 refuses, its reply, SKU-1 reserves; the saga dies
+# settling on SKU-1's reply.
 REJECTED_ON_AN_ACCEPTED_REPLY_SCHEDULE = (
-    [(0, "deliver")] * 3 + [(1, "deliver")] + [(0, "deliver")] * 2 + [(0, "crash-sends")]
+    [(0, "deliver")] * 2 + [(1, "deliver")] + [(0, "deliver")] * 2 + [(0, "crash-sends")]
 )
 CREDIT_LEAK = (
     "core bug (saga._reserved): a StockReserved(accepted) redelivered after the saga settled REJECTED takes the "
@@ -496,8 +500,9 @@ SPLIT_SKU_LOST_WHILE_PENDING = Scenario(
     ),
     counts=(("SKU-1", "WH1", 0, 0),),
 )
-# place, price, priced, reserve SKU-1; then the count on SKU-1@WH1 (pending: reply, reserve SKU-2, count).
-SPLIT_SKU_SCHEDULE = [(0, "deliver")] * 4 + [(2, "deliver")]
+# place (the customer prices it), open the saga, reserve SKU-1; then the count on SKU-1@WH1 (pending: reply,
+# reserve SKU-2, count).
+SPLIT_SKU_SCHEDULE = [(0, "deliver")] * 3 + [(2, "deliver")]
 
 
 @SETTINGS
