@@ -27,6 +27,8 @@ Opportunity soft holds are reservations of kind OPPORTUNITY, one per opportunity
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -164,36 +166,131 @@ class SkuLedger(Model):
         return sum(q.quantity for q in self.backorders if q.location == location)
 
 
-@dataclass(frozen=True)
 class _Index:
-    """Sums over a ledger's reservations, computed in one pass."""
+    """Sums and owners over one reservations dict (`source`): units held per (location, kind) and the
+    reservation ids of each (kind, owner). A ledger is immutable, so its index is a pure function of its
+    reservations; `_Edit` hands the index on to the dict it makes, updated for the entries it changed, so a
+    command on a SKU with thousands of open reservations costs what it changes, not what the SKU holds."""
 
-    committed: dict[tuple[str, str], int]  # (location, kind) -> units held
-    locations: frozenset[str]
+    __slots__ = ("committed", "owners", "source")
+
+    def __init__(self, source: dict[str, Reservation]) -> None:
+        self.source = source
+        self.committed: dict[tuple[str, str], int] = {}
+        self.owners: dict[tuple[str, str], set[str]] = {}
+        for r in source.values():
+            self.add(r)
+
+    def add(self, r: Reservation) -> None:
+        key = (r.location, r.kind)
+        self.committed[key] = self.committed.get(key, 0) + r.quantity
+        self.owners.setdefault((r.kind, r.owner_id), set()).add(r.reservation_id)
+
+    def remove(self, r: Reservation) -> None:
+        key = (r.location, r.kind)
+        left = self.committed[key] - r.quantity
+        if left:
+            self.committed[key] = left
+        else:  # quantities are positive: none of that kind is held there any more
+            del self.committed[key]
+        owned = self.owners[(r.kind, r.owner_id)]
+        owned.discard(r.reservation_id)
+        if not owned:
+            del self.owners[(r.kind, r.owner_id)]
+
+    @property
+    def locations(self) -> frozenset[str]:
+        return frozenset(loc for loc, _ in self.committed)
+
+    def snapshot(self) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], frozenset[str]]]:
+        return dict(self.committed), {k: frozenset(v) for k, v in self.owners.items() if v}
 
 
-# A memo of the index of the last few ledgers (a ledger is immutable: the index is a pure function of it).
-# A command reads the index of the ledger it starts from, which is the one the previous command ended with
-# (its availability built the index), and builds one for the ledger it ends with: one pass per command
-# instead of a pass per sum, which with thousands of open reservations on a SKU was most of
-# the time a command took. The entry holds the ledger itself, so its id is not reused while it is here.
-_INDEXES: dict[int, tuple[SkuLedger, _Index]] = {}
-_INDEXES_KEPT = 8
+# The indexes of the reservations dicts in use (id -> index; the index holds its dict, so an id is not
+# reused while it is here), most recently used last.
+_INDEXES: OrderedDict[int, _Index] = OrderedDict()
+_INDEXES_KEPT = 4096
+# How recent reservations dicts were made: id -> (dict, the dict it was made from, the keys that differ).
+# The state store writes only those entries (reservation_changes). Few are kept: each holds its parent.
+_LINEAGE: OrderedDict[int, tuple[dict[str, Reservation], dict[str, Reservation], frozenset[str]]] = OrderedDict()
+_LINEAGE_KEPT = 8
 
 
 def _index(ledger: SkuLedger) -> _Index:
-    hit = _INDEXES.get(id(ledger))
-    if hit is not None and hit[0] is ledger:
-        return hit[1]
-    committed: dict[tuple[str, str], int] = {}
-    for r in ledger.reservations.values():
-        key = (r.location, r.kind)
-        committed[key] = committed.get(key, 0) + r.quantity
-    index = _Index(committed, frozenset(loc for loc, _ in committed))
-    if len(_INDEXES) >= _INDEXES_KEPT:
-        del _INDEXES[next(iter(_INDEXES))]
-    _INDEXES[id(ledger)] = (ledger, index)
+    return _index_of(ledger.reservations)
+
+
+def _index_of(reservations: dict[str, Reservation]) -> _Index:
+    hit = _INDEXES.get(id(reservations))
+    if hit is not None and hit.source is reservations:
+        _INDEXES.move_to_end(id(reservations))
+        return hit
+    index = _Index(reservations)
+    _remember(index)
     return index
+
+
+def _remember(index: _Index) -> None:
+    _INDEXES[id(index.source)] = index
+    _INDEXES.move_to_end(id(index.source))
+    while len(_INDEXES) > _INDEXES_KEPT:
+        _INDEXES.popitem(last=False)
+
+
+class _Edit:
+    """A new reservations dict made from `base` by changing a few entries. `done()` returns it, with the
+    index of `base` carried over to it in O(changes) (the base's own index is rebuilt if it is asked for
+    again), and its lineage noted for the state store. Nothing may change the dict after `done()`."""
+
+    def __init__(self, base: dict[str, Reservation]) -> None:
+        self.base = base
+        self.new = dict(base)
+        self.changed: set[str] = set()
+
+    def get(self, rid: str) -> Reservation | None:
+        return self.new.get(rid)
+
+    def put(self, r: Reservation) -> None:
+        self.new[r.reservation_id] = r
+        self.changed.add(r.reservation_id)
+
+    def drop(self, rid: str) -> None:
+        if rid in self.new:
+            del self.new[rid]
+            self.changed.add(rid)
+
+    def done(self) -> dict[str, Reservation]:
+        base, new = self.base, self.new
+        index = _INDEXES.pop(id(base), None)
+        if index is not None and index.source is base:
+            for rid in self.changed:
+                before, after = base.get(rid), new.get(rid)
+                if before is not None:
+                    index.remove(before)
+                if after is not None:
+                    index.add(after)
+            index.source = new
+            _remember(index)
+        _LINEAGE[id(new)] = (new, base, frozenset(self.changed))
+        while len(_LINEAGE) > _LINEAGE_KEPT:
+            _LINEAGE.popitem(last=False)
+        return new
+
+
+def reservation_changes(before: dict[str, Reservation], after: dict[str, Reservation]) -> set[str] | None:
+    """The reservation ids in which `after` differs from `before`, when `after` was made from `before` by
+    recent edits in this process; None when that is not known (compare them whole)."""
+    changed: set[str] = set()
+    at = after
+    for _ in range(_LINEAGE_KEPT):
+        if at is before:
+            return changed
+        entry = _LINEAGE.get(id(at))
+        if entry is None or entry[0] is not at:
+            return None
+        changed |= entry[2]
+        at = entry[1]
+    return changed if at is before else None
 
 
 class BusinessRuleViolation(ValueError):
@@ -253,7 +350,7 @@ def fill_backorders(ledger: SkuLedger, now: datetime) -> tuple[SkuLedger, list[C
     free = {loc: ledger.available(loc) for loc in locations}
     if all(units <= 0 for units in free.values()):
         return ledger, []  # nothing to give: a busy SKU's long queue is not walked on every command
-    reservations = dict(ledger.reservations)
+    reservations = _Edit(ledger.reservations)
     queue: list[QueuedLine] = []
     replies: list[Command] = []
     changed = False
@@ -266,7 +363,7 @@ def fill_backorders(ledger: SkuLedger, now: datetime) -> tuple[SkuLedger, list[C
         free[entry.location] -= take
         rid = reservation_id(entry.order_id, entry.line_id)
         held = reservations.get(rid)
-        reservations[rid] = Reservation(
+        filled = Reservation(
             reservation_id=rid,
             kind="ORDER",
             owner_id=entry.order_id,
@@ -276,6 +373,7 @@ def fill_backorders(ledger: SkuLedger, now: datetime) -> tuple[SkuLedger, list[C
             customer_id=entry.customer_id,
             reserved_at=now,
         )
+        reservations.put(filled)
         if take < entry.quantity:
             queue.append(entry.model_copy(update={"quantity": entry.quantity - take}))
             continue
@@ -288,14 +386,14 @@ def fill_backorders(ledger: SkuLedger, now: datetime) -> tuple[SkuLedger, list[C
                 sku=ledger.sku,
                 line_id=entry.line_id,
                 location=entry.location,
-                quantity=reservations[rid].quantity,
+                quantity=filled.quantity,
             )
         )
     if not changed:
         return ledger, []
     return ledger.model_copy(
         update={
-            "reservations": reservations,
+            "reservations": reservations.done(),
             "backorders": tuple(sorted(queue, key=QueuedLine.sort_key)),
             "updated_at": now,
         }
@@ -397,9 +495,9 @@ def _deallocate(ledger: SkuLedger, count: StockCounted, now: datetime) -> tuple[
                     message=f"count {count.movement_id} found {count.quantity} at {location}, below what was reserved",
                 )
             )
-    kept = {rid: r for rid, r in ledger.reservations.items() if rid not in dropped}
     recent = (*ledger.recent_lost, *lost)[-RECENT_LOST_KEPT:]
     soft = (*ledger.recent_soft, *notices)[-RECENT_SOFT_KEPT:]
+    kept = _without(ledger.reservations, dropped)
     nxt = ledger.model_copy(update={"reservations": kept, "recent_lost": recent, "recent_soft": soft})
     return nxt, [*lost, *notices]
 
@@ -424,8 +522,13 @@ def reservation_id(order_id: str, line_id: str) -> str:
     return compose(order_id, line_id)
 
 
+def _owned(ledger: SkuLedger, kind: str, owner_id: str) -> dict[str, Reservation]:
+    reservations = ledger.reservations
+    return {rid: reservations[rid] for rid in sorted(_index(ledger).owners.get((kind, owner_id), ()))}
+
+
 def order_reservations(ledger: SkuLedger, order_id: str) -> dict[str, Reservation]:
-    return {rid: r for rid, r in ledger.reservations.items() if r.owner_id == order_id and r.kind == "ORDER"}
+    return _owned(ledger, "ORDER", order_id)
 
 
 def soft_reservation_id(opportunity_id: str, location: str) -> str:
@@ -437,9 +540,7 @@ def soft_reservation_id(opportunity_id: str, location: str) -> str:
 def opportunity_reservations(ledger: SkuLedger, opportunity_id: str | None) -> dict[str, Reservation]:
     if not opportunity_id:
         return {}
-    return {
-        rid: r for rid, r in ledger.reservations.items() if r.owner_id == opportunity_id and r.kind == "OPPORTUNITY"
-    }
+    return _owned(ledger, "OPPORTUNITY", opportunity_id)
 
 
 def _per_location(reservations: dict[str, Reservation]) -> dict[str, int]:
@@ -541,21 +642,23 @@ def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, 
     if victims is None:
         seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
         return LedgerResult(seen, [], [_reply(ledger, command, False, now, shortages=tuple(short))])
-    kept = dict(ledger.reservations)
+    kept = _Edit(ledger.reservations)
     for rid in (*order_reservations(ledger, command.order_id), *(r.reservation_id for r in victims)):
-        kept.pop(rid, None)
+        kept.drop(rid)
     for line in command.lines:
         rid = reservation_id(command.order_id, line.line_id)
-        kept[rid] = Reservation(
-            reservation_id=rid,
-            kind="ORDER",
-            owner_id=command.order_id,
-            quantity=line.quantity,
-            location=line.location,
-            expires_at=command.expires_at,
-            priority=command.priority,
-            customer_id=command.customer_id,
-            reserved_at=now,
+        kept.put(
+            Reservation(
+                reservation_id=rid,
+                kind="ORDER",
+                owner_id=command.order_id,
+                quantity=line.quantity,
+                location=line.location,
+                expires_at=command.expires_at,
+                priority=command.priority,
+                customer_id=command.customer_id,
+                reserved_at=now,
+            )
         )
     need: dict[str, int] = {}
     for line in command.lines:
@@ -631,7 +734,7 @@ def _by_location(r: Reservation) -> str:
 
 def _convert(
     ledger: SkuLedger,
-    reservations: dict[str, Reservation],
+    reservations: _Edit,
     command: ReserveStock,
     taken: dict[str, int],
     cid: str,
@@ -640,11 +743,11 @@ def _convert(
     """The order takes over the soft holds of the opportunity it names: per location, what it takes beyond
     what it already held there comes out of the hold first (only up to the hold; the rest of the hold
     stays). Returns the ledger changes and the OpportunityConverted notice (sent whenever the order names
-    the opportunity, so that it learns what the order holds even when nothing came out of its holds)."""
-    changes: dict[str, object] = {"reservations": reservations}
+    the opportunity, so that it learns what the order holds even when nothing came out of its holds).
+    `reservations` is the edit the command made; the changes hold the dict it ends with."""
     opportunity = command.opportunity_id
     if not opportunity:
-        return changes, []
+        return {"reservations": reservations.done()}, []
     before = _per_location(order_reservations(ledger, command.order_id))
     items: list[SoftLine] = []
     for rid, hold in sorted(opportunity_reservations(ledger, opportunity).items()):
@@ -652,9 +755,9 @@ def _convert(
         if take == 0:
             continue
         if take == hold.quantity:
-            del reservations[rid]
+            reservations.drop(rid)
         else:
-            reservations[rid] = hold.model_copy(update={"quantity": hold.quantity - take})
+            reservations.put(hold.model_copy(update={"quantity": hold.quantity - take}))
         items.append(SoftLine(location=hold.location, quantity=take))
     converted = dict(ledger.soft_converted)
     for location in sorted(set(before) | set(taken)):
@@ -662,7 +765,10 @@ def _convert(
         converted.pop(key, None)
         if taken.get(location, 0):
             converted[key] = taken[location]  # (re-)inserted last: the most recent are the ones kept
-    changes["soft_converted"] = dict(list(converted.items())[-CONVERSIONS_KEPT:])
+    changes: dict[str, object] = {
+        "reservations": reservations.done(),
+        "soft_converted": dict(list(converted.items())[-CONVERSIONS_KEPT:]),
+    }
     ordered = tuple(SoftLine(location=loc, quantity=q) for loc, q in sorted(taken.items()) if q)
     return changes, [
         OpportunityConverted(
@@ -684,7 +790,7 @@ def _consume(ledger: SkuLedger, command: ConsumeStock, cid: str, now: datetime, 
     available to others does not change."""
     if ledger.has_processed(cid):
         return LedgerResult(ledger, [availability(ledger)], duplicate=True)
-    reservations = dict(ledger.reservations)
+    reservations = _Edit(ledger.reservations)
     on_hand = dict(ledger.on_hand)
     for line in command.lines:
         rid = reservation_id(command.order_id, line.line_id)
@@ -693,12 +799,12 @@ def _consume(ledger: SkuLedger, command: ConsumeStock, cid: str, now: datetime, 
         if held is None or take == 0:
             continue
         if held.quantity == take:
-            del reservations[rid]
+            reservations.drop(rid)
         else:
-            reservations[rid] = held.model_copy(update={"quantity": held.quantity - take})
+            reservations.put(held.model_copy(update={"quantity": held.quantity - take}))
         on_hand[line.location] = on_hand.get(line.location, 0) - take
     nxt = _next_version(
-        ledger, {"reservations": reservations, "on_hand": on_hand}, cid, command.command_id, now, window
+        ledger, {"reservations": reservations.done(), "on_hand": on_hand}, cid, command.command_id, now, window
     )
     return LedgerResult(nxt, [availability(nxt)])
 
@@ -706,11 +812,16 @@ def _consume(ledger: SkuLedger, command: ConsumeStock, cid: str, now: datetime, 
 def _reserve_or_queue(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, window: int) -> LedgerResult:
     """Backorder policy: each line takes what is free at its location; the rest joins the queue."""
     mine = order_reservations(ledger, command.order_id)
-    kept = {rid: r for rid, r in ledger.reservations.items() if rid not in mine}
+    kept = _Edit(ledger.reservations)
+    for rid in mine:
+        kept.drop(rid)
     queue = [q for q in ledger.backorders if q.order_id != command.order_id]
-    base = ledger.model_copy(update={"reservations": kept, "backorders": ()})
-    soft = _per_location(opportunity_reservations(ledger, command.opportunity_id))  # converted as taken
-    free = {loc: base.available(loc) + soft.get(loc, 0) for loc in {ln.location for ln in command.lines}}
+    # What the order held here is free for it again; so are the soft holds it converts (taken as it takes).
+    own = _per_location(mine)
+    soft = _per_location(opportunity_reservations(ledger, command.opportunity_id))
+    free = {
+        loc: ledger.available(loc) + own.get(loc, 0) + soft.get(loc, 0) for loc in {ln.location for ln in command.lines}
+    }
     queued: list[LineRequest] = []
     taken: dict[str, int] = {}
     for line in command.lines:
@@ -719,16 +830,18 @@ def _reserve_or_queue(ledger: SkuLedger, command: ReserveStock, cid: str, now: d
         taken[line.location] = taken.get(line.location, 0) + take
         rid = reservation_id(command.order_id, line.line_id)
         if take:
-            kept[rid] = Reservation(
-                reservation_id=rid,
-                kind="ORDER",
-                owner_id=command.order_id,
-                quantity=take,
-                location=line.location,
-                expires_at=command.expires_at,
-                priority=command.priority,
-                customer_id=command.customer_id,
-                reserved_at=now,
+            kept.put(
+                Reservation(
+                    reservation_id=rid,
+                    kind="ORDER",
+                    owner_id=command.order_id,
+                    quantity=take,
+                    location=line.location,
+                    expires_at=command.expires_at,
+                    priority=command.priority,
+                    customer_id=command.customer_id,
+                    reserved_at=now,
+                )
             )
         if take < line.quantity:
             queued.append(line.model_copy(update={"quantity": line.quantity - take}))
@@ -765,9 +878,9 @@ def _release(ledger: SkuLedger, command: ReleaseStock, cid: str, now: datetime, 
             return LedgerResult(ledger, duplicate=True)
         # Nothing held (yet): remember the release so a late reservation for the order is refused.
         return LedgerResult(ledger.model_copy(update={"processed": (*ledger.processed, marker)[-window:]}))
-    kept = {rid: r for rid, r in ledger.reservations.items() if rid not in held}
     queue = tuple(q for q in ledger.backorders if q.order_id != command.order_id)
-    nxt = _next_version(ledger, {"reservations": kept, "backorders": queue}, marker, command.command_id, now, window)
+    changes: dict[str, object] = {"reservations": _without(ledger.reservations, held), "backorders": queue}
+    nxt = _next_version(ledger, changes, marker, command.command_id, now, window)
     return LedgerResult(nxt, [availability(nxt)])
 
 
@@ -841,22 +954,26 @@ def _soft_reserve(ledger: SkuLedger, command: SoftReserve, cid: str, now: dateti
     if short:
         seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
         return LedgerResult(seen, [], [_soft_reply(ledger, command, False, now, shortages=tuple(short))])
-    kept = {rid: r for rid, r in ledger.reservations.items() if rid not in held}
+    kept = _Edit(ledger.reservations)
+    for rid in held:
+        kept.drop(rid)
     for location, quantity in wanted.items():
         rid = soft_reservation_id(command.opportunity_id, location)
         before = held.get(rid)
-        kept[rid] = Reservation(
-            reservation_id=rid,
-            kind="OPPORTUNITY",
-            owner_id=command.opportunity_id,
-            quantity=quantity,
-            location=location,
-            expires_at=command.expires_at,
-            customer_id=command.customer_id,
-            reserved_at=before.reserved_at if before is not None and before.reserved_at else now,  # age kept
-            probability=command.probability,
+        kept.put(
+            Reservation(
+                reservation_id=rid,
+                kind="OPPORTUNITY",
+                owner_id=command.opportunity_id,
+                quantity=quantity,
+                location=location,
+                expires_at=command.expires_at,
+                customer_id=command.customer_id,
+                reserved_at=before.reserved_at if before is not None and before.reserved_at else now,  # age kept
+                probability=command.probability,
+            )
         )
-    nxt = _next_version(ledger, {"reservations": kept}, cid, command.command_id, now, window)
+    nxt = _next_version(ledger, {"reservations": kept.done()}, cid, command.command_id, now, window)
     return LedgerResult(nxt, [availability(nxt)], [_soft_reply(nxt, command, True, now)])
 
 
@@ -866,9 +983,17 @@ def _soft_release(ledger: SkuLedger, command: SoftRelease, cid: str, now: dateti
     held = opportunity_reservations(ledger, command.opportunity_id)
     if not held:
         return LedgerResult(ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]}))
-    kept = {rid: r for rid, r in ledger.reservations.items() if rid not in held}
-    nxt = _next_version(ledger, {"reservations": kept}, cid, command.command_id, now, window)
+    nxt = _next_version(
+        ledger, {"reservations": _without(ledger.reservations, held)}, cid, command.command_id, now, window
+    )
     return LedgerResult(nxt, [availability(nxt)])
+
+
+def _without(reservations: dict[str, Reservation], dropped: Iterable[str]) -> dict[str, Reservation]:
+    edit = _Edit(reservations)
+    for rid in dropped:
+        edit.drop(rid)
+    return edit.done()
 
 
 def _new_on_hand(ledger: SkuLedger, movement: Movement) -> int:

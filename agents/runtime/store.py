@@ -37,7 +37,7 @@ import orjson
 from pydantic import BaseModel, TypeAdapter
 
 from agents.core.customer import CustomerState, PriceOverride
-from agents.core.ledger import QueuedLine, Reservation, SkuLedger, reservation_id
+from agents.core.ledger import QueuedLine, Reservation, SkuLedger, reservation_changes, reservation_id
 from agents.runtime.bounds import check_size
 
 M = TypeVar("M", bound=BaseModel)
@@ -118,6 +118,8 @@ class Collection:
     entry: Any  # the type of one entry (a dict value or a tuple item)
     key_of: Callable[[Any], str] | None = None
     order: Callable[[Any], Any] | None = None
+    # For a dict: the keys in which `after` differs from `before` when the model knows (None: compare whole).
+    changes: Callable[[Any, Any], set[str] | None] | None = None
 
 
 @dataclass
@@ -226,14 +228,20 @@ class SplitStore(Generic[M]):
             before = layout.maps[name] if name in layout.maps else self._as_map(c, old)
             after = maps[name] = self._as_map(c, new, before)
             adapter = self._adapters[name]
-            for entry, value in after.items():
-                prior = before.get(entry)
+            # The same dict is the same entries (models are never changed in place); else the model may say.
+            known = set() if before is after else c.changes(before, after) if c.changes is not None else None
+            changed = after.keys() if known is None else sorted(k for k in known if k in after)
+            removed = before.keys() - after.keys() if known is None else sorted(k for k in known if k not in after)
+            for entry in changed:
+                value, prior = after[entry], before.get(entry)
                 if prior is value or (prior is not None and prior == value):
                     continue
                 writes.append((_entry_key(name, entry), adapter.dump_json(value)))
                 if entry not in where[name]:
                     self._add(pages[name], where[name], entry, name, touched)
-            for entry in before.keys() - after.keys():
+            for entry in removed:
+                if entry not in where[name]:
+                    continue  # made and dropped between two writes: never stored
                 writes.append((_entry_key(name, entry), None))
                 self._remove(pages[name], where[name], entry, name, touched)
         for name, n in touched:
@@ -310,7 +318,7 @@ def ledger_store(window: int = 512, cache_entries: int = 20_000) -> SplitStore[S
     return SplitStore(
         SkuLedger,
         (
-            Collection("reservations", Reservation),
+            Collection("reservations", Reservation, changes=reservation_changes),
             Collection(
                 "backorders",
                 QueuedLine,
