@@ -105,7 +105,7 @@ class Pipeline:
             queue.extend((out.topic_id, out.key, out.value) for out in outs)
 
 
-def run(orders: int, profile: int, console: Console) -> dict[str, Any]:
+def run(orders: int, profile: int, console: Console, sort: str = "cumulative") -> dict[str, Any]:
     traffic = Traffic(tenants=4, skus_per_tenant=100, customers_per_tenant=20)
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-cpu-")))
@@ -141,7 +141,7 @@ def run(orders: int, profile: int, console: Console) -> dict[str, Any]:
     console.print(table)
     if profiler:
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(profile)
+        pstats.Stats(profiler, stream=out).sort_stats(sort).print_stats(profile)
         console.print(out.getvalue())
     return {
         "orders": orders,
@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.cpu", description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--orders", type=int, default=3000)
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions (cProfile)")
+    parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
     args = parser.parse_args(argv)
     console = Console()
-    result = run(args.orders, args.profile, console)
+    result = run(args.orders, args.profile, console, args.sort)
     console.print(f"CPU per order line: {result['cpu_us_per_line']} µs ({result['records_per_line']} records per line)")
     return 0
 

@@ -145,6 +145,54 @@ def _ring_key(slot: int) -> bytes:
     return b"r" + SEP + str(slot).encode()
 
 
+class _Pages:
+    """A collection's pages of entry keys, copied page by page as a write changes them."""
+
+    def __init__(self, lists: list[list[str]]) -> None:
+        self.lists = list(lists)
+        self.copied: set[int] = set()
+
+    def writable(self, n: int) -> list[str]:
+        if n not in self.copied:
+            self.lists[n] = list(self.lists[n])
+            self.copied.add(n)
+        return self.lists[n]
+
+
+class _Overlay:
+    """Changes to an entry -> page map, kept apart from it until `applied()` (which changes it in place:
+    the layout it belonged to is replaced by the one being written)."""
+
+    _GONE = -1
+
+    def __init__(self, base: dict[str, int]) -> None:
+        self.base = base
+        self.changes: dict[str, int] = {}
+
+    def __contains__(self, entry: str) -> bool:
+        at = self.changes.get(entry)
+        return entry in self.base if at is None else at != self._GONE
+
+    def __setitem__(self, entry: str, page: int) -> None:
+        self.changes[entry] = page
+
+    def pop(self, entry: str) -> int:
+        at = self.changes.get(entry)
+        page = self.base[entry] if at is None else at
+        if page == self._GONE:
+            raise KeyError(entry)
+        self.changes[entry] = self._GONE
+        return page
+
+    def applied(self) -> dict[str, int]:
+        for entry, page in self.changes.items():
+            if page == self._GONE:
+                self.base.pop(entry, None)
+            else:
+                self.base[entry] = page
+        return self.base
+
+
 class SplitStore(Generic[M]):
     def __init__(
         self,
@@ -220,8 +268,10 @@ class SplitStore(Generic[M]):
         writes: list[tuple[bytes, bytes | None]] = []
         loaded = self._load(state, key)
         old, layout = loaded if loaded is not None else (None, _Layout())
-        pages = {name: [list(p) for p in layout.pages.get(name, [])] for name in self.collections}
-        where = {name: dict(layout.where.get(name, {})) for name in self.collections}
+        # Copy on write: a page is copied when a write changes it, and the entry -> page maps take the
+        # changes in an overlay applied once every record passed its check (a big collection is not copied).
+        pages = {name: _Pages(layout.pages.get(name, [])) for name in self.collections}
+        where = {name: _Overlay(layout.where.get(name, {})) for name in self.collections}
         touched: set[tuple[str, int]] = set()
         maps: dict[str, dict[str, Any]] = {}
         for name, c in self.collections.items():
@@ -245,8 +295,8 @@ class SplitStore(Generic[M]):
                 writes.append((_entry_key(name, entry), None))
                 self._remove(pages[name], where[name], entry, name, touched)
         for name, n in touched:
-            if n < len(pages[name]):
-                writes.append((_page_key(name, n), orjson.dumps(pages[name][n])))
+            if n < len(pages[name].lists):
+                writes.append((_page_key(name, n), orjson.dumps(pages[name].lists[n])))
             else:
                 writes.append((_page_key(name, n), None))
         seq = layout.seq
@@ -256,7 +306,7 @@ class SplitStore(Generic[M]):
                 if item not in seen:
                     writes.append((_ring_key(seq % self.window), f"{seq}:{item}".encode()))
                     seq += 1
-        header = self._header(new, seq, {name: len(pages[name]) for name in self.collections})
+        header = self._header(new, seq, {name: len(pages[name].lists) for name in self.collections})
         if header != layout.header:
             writes.append((HEADER, header))
         for record, value in writes:
@@ -269,28 +319,42 @@ class SplitStore(Generic[M]):
                 state.set_bytes(record, value)
         token = new_token()
         state.set_bytes(VERSION, token)
-        self.cache.put(key, token, new, _Layout(header=header, pages=pages, where=where, seq=seq, maps=maps))
+        self.cache.put(
+            key,
+            token,
+            new,
+            _Layout(
+                header=header,
+                pages={name: p.lists for name, p in pages.items()},
+                where={name: w.applied() for name, w in where.items()},
+                seq=seq,
+                maps=maps,
+            ),
+        )
 
     @staticmethod
-    def _add(pages: list[list[str]], where: dict[str, int], entry: str, name: str, touched: set[Any]) -> None:
-        if not pages or len(pages[-1]) >= PAGE_ENTRIES:
-            pages.append([])
-        pages[-1].append(entry)
-        where[entry] = len(pages) - 1
-        touched.add((name, len(pages) - 1))
+    def _add(pages: _Pages, where: _Overlay, entry: str, name: str, touched: set[Any]) -> None:
+        lists = pages.lists
+        if not lists or len(lists[-1]) >= PAGE_ENTRIES:
+            lists.append([])
+            pages.copied.add(len(lists) - 1)
+        pages.writable(len(lists) - 1).append(entry)
+        where[entry] = len(lists) - 1
+        touched.add((name, len(lists) - 1))
 
     @staticmethod
-    def _remove(pages: list[list[str]], where: dict[str, int], entry: str, name: str, touched: set[Any]) -> None:
+    def _remove(pages: _Pages, where: _Overlay, entry: str, name: str, touched: set[Any]) -> None:
         n = where.pop(entry)
-        last = len(pages) - 1
-        moved = pages[last].pop()
+        last = len(pages.lists) - 1
+        moved = pages.writable(last).pop()
         if moved != entry:  # fill the hole with the last key of the last page
-            pages[n][pages[n].index(entry)] = moved
+            page = pages.writable(n)
+            page[page.index(entry)] = moved
             where[moved] = n
             touched.add((name, n))
         touched.add((name, last))
-        if not pages[last]:
-            pages.pop()
+        if not pages.lists[last]:
+            pages.lists.pop()
 
     def _header(self, state: M, seq: int, pages: dict[str, int]) -> bytes:
         body = state.model_dump_json(exclude=self._exclude).encode()
