@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from agents.codec import encode_json
@@ -182,14 +183,20 @@ def refused(
     return [dead_letter_internal(topic_id, where, key, value, envelope, error, reason)]
 
 
+@lru_cache(maxsize=4096)
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once: the lookup is made for every record."""
+    return metric.labels(*labels)
+
+
 def count_handled(topic_id: str, processor: str, duplicate: bool, started: float) -> None:
     if duplicate:
-        DUPLICATES.labels(processor).inc()
-    EVENTS_PROCESSED.labels(topic_id, "duplicate" if duplicate else "applied").inc()
-    PROCESSING_SECONDS.labels(processor).observe(time.perf_counter() - started)
+        child(DUPLICATES, processor).inc()
+    child(EVENTS_PROCESSED, topic_id, "duplicate" if duplicate else "applied").inc()
+    child(PROCESSING_SECONDS, processor).observe(time.perf_counter() - started)
 
 
 def observe_hop(topic_id: str, timestamp_ms: int) -> None:
     """Per-hop latency: the fleet stamps every internal record with the time it was produced."""
     if timestamp_ms > 0:
-        HOP_SECONDS.labels(topic_id).observe(max(time.time() - timestamp_ms / 1000, 0.0))
+        child(HOP_SECONDS, topic_id).observe(max(time.time() - timestamp_ms / 1000, 0.0))

@@ -17,7 +17,7 @@ from agents.core.ids import entity_key
 from agents.core.routing import route
 from agents.envelope import Envelope, SourceRef
 from agents.metrics import EVENTS_PROCESSED, PROCESSING_SECONDS
-from agents.processors.base import MAX_ORIGINAL_BYTES, Out, Where, checked, dead_letter_out, log
+from agents.processors.base import MAX_ORIGINAL_BYTES, Out, Where, checked, child, dead_letter_out, log
 from agents.runtime.partitions import partition_keys
 
 # The accepted copy of one input (its envelope without the upstream bytes) stays under this, so that the
@@ -82,8 +82,8 @@ class Intake:
             return [
                 self._dead_letter(where, key, value, headers, type(exc).__name__, f"unexpected error: {exc}", payload)
             ]
-        EVENTS_PROCESSED.labels(self.topic_id, "accepted").inc()
-        PROCESSING_SECONDS.labels(f"intake.{self.topic_id}").observe(time.perf_counter() - started)
+        child(EVENTS_PROCESSED, self.topic_id, "accepted").inc()
+        child(PROCESSING_SECONDS, f"intake.{self.topic_id}").observe(time.perf_counter() - started)
         return out
 
     def _dead_letter(

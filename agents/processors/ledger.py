@@ -19,6 +19,7 @@ from agents.processors.base import (
     Where,
     addressed,
     checked,
+    child,
     count_handled,
     log,
     observe_hop,
@@ -87,6 +88,6 @@ class LedgerProcessor:
         if isinstance(command, ProcessBackorders):
             out = indexes.fan_out_backorders(state, command)
             log.info("process backorders of %s: %d SKU(s) with a queue", command.tenant_id, len(out))
-            EVENTS_PROCESSED.labels(TOPIC, "applied").inc()
+            child(EVENTS_PROCESSED, TOPIC, "applied").inc()
             return out
         raise TypeError(f"{type(command).__name__} does not belong on a partition key of {TOPIC}")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Producer
 
+from tests.integration.test_orders import wait_availability
 from tests.support import events
 from tests.support.checker import check
 from tests.support.fleet import Fleet, wait_until
@@ -25,6 +26,20 @@ def seed(fleet: Fleet, tenant: str) -> None:
             "customers", events.customer(tenant, f"C{c}", credit_limit="10000000"), key=events.key(tenant, f"C{c}")
         )
     fleet.flush()
+    # Upstream topics are not ordered with each other: an order that overtakes its customer's upsert is
+    # rejected as UNKNOWN_CUSTOMER (test_orders). The race under test is for stock, so the reference data
+    # lands first: the customers' views, and the SKUs' availability (the catalog copy the customer
+    # partitions price from is produced with it, before any order's re-keyed copy).
+    views = fleet.reader("customer_state")
+    try:
+        views.wait_for(
+            lambda r: r.get("record") == "customer" and r.get("tenant_id") == tenant and bool(r.get("known")),
+            count=4,
+            what="the four customers' views",
+        )
+    finally:
+        views.close()
+    wait_availability(fleet, tenant, SKUS)
 
 
 def burst(fleet: Fleet, tenant: str, orders: int, producers: int, seed_value: int) -> set[str]:
