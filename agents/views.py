@@ -24,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from agents.core.customer import CustomerState, PriceOverride
+from agents.core import lineage
+from agents.core.customer import CustomerState, PriceOverride, held_totals
 from agents.core.ids import compose
 from agents.core.opportunity import OpportunitySaga
 from agents.core.saga import OrderSaga
@@ -76,26 +77,30 @@ def customer_views(old: CustomerState | None, new: CustomerState) -> list[View]:
     # Only the SKUs of the orders whose holds changed can have a new total (a customer may hold thousands of
     # open orders: never recount every SKU of every order on each event).
     before_holds = old.holds if old is not None else {}
-    changed = [o for o in set(before_holds) | set(new.holds) if before_holds.get(o) != new.holds.get(o)]
-    skus = {sku for o in changed for holds in (before_holds.get(o), new.holds.get(o)) if holds for sku in holds}
-    if skus:
-        now_held, was_held = _totals(new.holds, skus), _totals(before_holds, skus)
-        for sku in sorted(skus):
-            if old is not None and was_held[sku] == now_held[sku]:
+    known = set() if before_holds is new.holds else lineage.changes(before_holds, new.holds)
+    orders = known if known is not None else set(before_holds) | set(new.holds)
+    delta: dict[str, int] = {}
+    for o in orders:
+        was, now = before_holds.get(o), new.holds.get(o)
+        if was == now:
+            continue
+        for sign, held in ((-1, was), (1, now)):
+            for sku, quantity in (held or {}).items():
+                delta[sku] = delta.get(sku, 0) + sign * quantity
+    if delta:
+        totals = held_totals(new.holds)
+        for sku in sorted(delta):
+            if old is not None and delta[sku] == 0:
                 continue
-            record = {"record": "reserved", "tenant_id": t, "customer_id": c, "sku": sku, "quantity": now_held[sku]}
+            record = {
+                "record": "reserved",
+                "tenant_id": t,
+                "customer_id": c,
+                "sku": sku,
+                "quantity": totals.get(sku, 0),
+            }
             out.append(("customer_state", compose("reserved", t, c, sku).encode(), _dumps(record)))
     return out
-
-
-def _totals(holds: dict[str, dict[str, int]], skus: set[str]) -> dict[str, int]:
-    """Units of each of `skus` over every open order's holds, in one pass."""
-    totals = dict.fromkeys(skus, 0)
-    for held in holds.values():
-        for sku, quantity in held.items():
-            if sku in totals:
-                totals[sku] += quantity
-    return totals
 
 
 def order_view(saga: OrderSaga) -> View:

@@ -1,6 +1,7 @@
 """How a SKU ledger's cost grows with its open reservations: CPU time of one ReserveStock in the pure core
 and of writing its result to Quix state (agents/runtime/store.py), and the biggest record the ledger makes
-there, against one JSON value.
+there, against one JSON value; then the cost of pricing one more order for a customer with many open
+orders.
 
     .venv/bin/python -m bench.ledger_scale [--sizes 100,1000,5000] [--repeat 200]
 """
@@ -17,9 +18,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from agents.core import customer as customer_core
 from agents.core import ledger as core
-from agents.runtime.store import ledger_store
-from tests.unit.factories import T0, reserve_stock_factory, stock_received_factory
+from agents.runtime.store import customer_store, ledger_store
+from agents.views import customer_views
+from tests.unit.factories import (
+    T0,
+    customer_upserted_factory,
+    price_order_factory,
+    reserve_stock_factory,
+    stock_received_factory,
+)
 from tests.unit.test_store import Partition
 
 
@@ -73,7 +82,44 @@ def main(argv: list[str] | None = None) -> int:
             f"{biggest / 1024:.1f}",
         )
     console.print(out)
+    console.print(customer_table(sorted(int(s) for s in args.sizes.split(",")), args.repeat))
     return 0
+
+
+def customer_table(sizes: list[int], repeat: int) -> Table:
+    """The same for a customer with many open orders: pricing one more (credit checked against the open
+    exposure), its view records, and the state write."""
+    out = Table(title="one customer: cost of pricing an order by open orders (core, views, state write)")
+    for column in ("open orders", "median ms", "p99 ms"):
+        out.add_column(column, justify="right")
+    partition = Partition(Path(tempfile.mkdtemp(prefix="customer-scale-")))
+    store = customer_store()
+    key = b"acme|CUST-1"
+    catalog = {"SKU-1": customer_core.CatalogPrice(description="w", unit_price=1, unit_cost=1, lead_time_days=1)}
+    state = customer_core.handle(
+        customer_core.new_customer("acme", "CUST-1"), customer_upserted_factory(credit_limit=10**11), T0
+    ).state
+
+    def price(n: int) -> float:
+        nonlocal state
+        line = {"line_id": "L1", "sku": "SKU-1", "quantity": 1, "location": "WH1"}
+        started = time.perf_counter()
+        result = customer_core.handle(state, price_order_factory(order_id=f"O{n:07d}", lines=[line]), T0, catalog)
+        customer_views(state, result.state)
+        with partition.state(key) as tx:
+            store.put(tx, key, result.state)
+        state = result.state
+        return (time.perf_counter() - started) * 1000
+
+    held = 0
+    for size in sizes:
+        while held < size:
+            price(held)
+            held += 1
+        times = sorted(price(held + n) for n in range(repeat))
+        held += repeat
+        out.add_row(f"{size:,}", f"{statistics.median(times):.3f}", f"{times[int(len(times) * 0.99) - 1]:.3f}")
+    return out
 
 
 if __name__ == "__main__":

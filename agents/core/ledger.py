@@ -36,6 +36,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from agents.core import lineage
 from agents.core.commands import (
     BackorderFilled,
     Command,
@@ -210,10 +211,6 @@ class _Index:
 # reused while it is here), most recently used last.
 _INDEXES: OrderedDict[int, _Index] = OrderedDict()
 _INDEXES_KEPT = 4096
-# How recent reservations dicts were made: id -> (dict, the dict it was made from, the keys that differ).
-# The state store writes only those entries (reservation_changes). Few are kept: each holds its parent.
-_LINEAGE: OrderedDict[int, tuple[dict[str, Reservation], dict[str, Reservation], frozenset[str]]] = OrderedDict()
-_LINEAGE_KEPT = 8
 
 
 def _index(ledger: SkuLedger) -> _Index:
@@ -240,7 +237,8 @@ def _remember(index: _Index) -> None:
 class _Edit:
     """A new reservations dict made from `base` by changing a few entries. `done()` returns it, with the
     index of `base` carried over to it in O(changes) (the base's own index is rebuilt if it is asked for
-    again), and its lineage noted for the state store. Nothing may change the dict after `done()`."""
+    again), and its lineage noted (agents/core/lineage.py: the state store writes only what changed).
+    Nothing may change the dict after `done()`."""
 
     def __init__(self, base: dict[str, Reservation]) -> None:
         self.base = base
@@ -271,26 +269,8 @@ class _Edit:
                     index.add(after)
             index.source = new
             _remember(index)
-        _LINEAGE[id(new)] = (new, base, frozenset(self.changed))
-        while len(_LINEAGE) > _LINEAGE_KEPT:
-            _LINEAGE.popitem(last=False)
+        lineage.note(base, new, self.changed)
         return new
-
-
-def reservation_changes(before: dict[str, Reservation], after: dict[str, Reservation]) -> set[str] | None:
-    """The reservation ids in which `after` differs from `before`, when `after` was made from `before` by
-    recent edits in this process; None when that is not known (compare them whole)."""
-    changed: set[str] = set()
-    at = after
-    for _ in range(_LINEAGE_KEPT):
-        if at is before:
-            return changed
-        entry = _LINEAGE.get(id(at))
-        if entry is None or entry[0] is not at:
-            return None
-        changed |= entry[2]
-        at = entry[1]
-    return changed if at is before else None
 
 
 class BusinessRuleViolation(ValueError):

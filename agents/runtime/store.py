@@ -36,8 +36,9 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pydantic import BaseModel, TypeAdapter
 
+from agents.core import lineage
 from agents.core.customer import CustomerState, PriceOverride
-from agents.core.ledger import QueuedLine, Reservation, SkuLedger, reservation_changes, reservation_id
+from agents.core.ledger import QueuedLine, Reservation, SkuLedger, reservation_id
 from agents.runtime.bounds import check_size
 
 M = TypeVar("M", bound=BaseModel)
@@ -118,8 +119,6 @@ class Collection:
     entry: Any  # the type of one entry (a dict value or a tuple item)
     key_of: Callable[[Any], str] | None = None
     order: Callable[[Any], Any] | None = None
-    # For a dict: the keys in which `after` differs from `before` when the model knows (None: compare whole).
-    changes: Callable[[Any, Any], set[str] | None] | None = None
 
 
 @dataclass
@@ -278,8 +277,9 @@ class SplitStore(Generic[M]):
             before = layout.maps[name] if name in layout.maps else self._as_map(c, old)
             after = maps[name] = self._as_map(c, new, before)
             adapter = self._adapters[name]
-            # The same dict is the same entries (models are never changed in place); else the model may say.
-            known = set() if before is after else c.changes(before, after) if c.changes is not None else None
+            # The same dict is the same entries (models are never changed in place); a dict the core made by
+            # editing the one written last says which keys it changed (agents/core/lineage.py).
+            known = set() if before is after else lineage.changes(before, after) if c.key_of is None else None
             changed = after.keys() if known is None else sorted(k for k in known if k in after)
             removed = before.keys() - after.keys() if known is None else sorted(k for k in known if k not in after)
             for entry in changed:
@@ -382,7 +382,7 @@ def ledger_store(window: int = 512, cache_entries: int = 20_000) -> SplitStore[S
     return SplitStore(
         SkuLedger,
         (
-            Collection("reservations", Reservation, changes=reservation_changes),
+            Collection("reservations", Reservation),
             Collection(
                 "backorders",
                 QueuedLine,

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.core import ledger as core
+from agents.core import lineage
 from agents.core.commands import ConsumeStock, SoftRelease, SoftReserve
 from agents.runtime.store import ledger_store
 from tests.unit.factories import (
@@ -117,8 +118,8 @@ def test_a_ledger_whose_index_was_handed_on_still_answers_from_a_recount() -> No
     second = core.handle(first, reserve_stock_factory(order_id="ORD-2"), T0).ledger
     assert (first.committed("WH1", "ORDER"), second.committed("WH1", "ORDER")) == (1, 2)
     assert list(core.order_reservations(first, "ORD-2")) == []
-    assert core.reservation_changes(ledger.reservations, second.reservations) == {
+    assert lineage.changes(ledger.reservations, second.reservations) == {
         core.reservation_id("ORD-1", "L1"),
         core.reservation_id("ORD-2", "L1"),
     }
-    assert core.reservation_changes(second.reservations, ledger.reservations) is None
+    assert lineage.changes(second.reservations, ledger.reservations) is None
