@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
-from agents.settings import get_settings
+from agents.settings import get_settings, unknown_variables
 from agents.topology import load_topology
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agents", description="inventory allocation worker fleet")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     worker = sub.add_parser("worker", help="run a worker (applies topics.yaml first)")
     worker.add_argument("--loglevel", default=None)
     topics = sub.add_parser("topics", help="topic administration from topics.yaml")
     topics.add_argument("action", choices=["apply", "check"])
+    topics.add_argument("--json", action="store_true", help="check: print the result as one JSON object")
     demo = sub.add_parser("demo", help="produce a demo feed and show a live summary")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
     produce = sub.add_parser("produce", help="produce JSON events (one per line) to an input topic")
@@ -31,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     process.add_argument("--tenant", required=True)
     process.add_argument("--url", default=None, help="a worker's base URL (default: this host's INVENTORY_WEB_PORT)")
     process.add_argument("--token", default=None, help="bearer token for the tenant (default: $INVENTORY_API_TOKEN)")
+    process.add_argument("--json", action="store_true", help="print the worker's answer as JSON")
     args = parser.parse_args(argv)
+    for warning in unknown_variables(os.environ):
+        print(warning, file=sys.stderr)
 
     settings = get_settings()
     topology = load_topology(settings.topics_file, settings.replication_factor)
@@ -41,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.action == "check":
             problems = check_topology(topology, settings.schemas_dir)
+            if args.json:
+                print(json.dumps({"ok": not problems, "topics": len(topology.topics), "problems": problems}))
+                return 1 if problems else 0
             for problem in problems:
                 print(f"error: {problem}", file=sys.stderr)
             if not problems:
@@ -70,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(settings, topology, seconds=args.seconds)
 
     if args.command == "process-backorders":
-        return process_backorders(args.tenant, args.url or f"http://127.0.0.1:{settings.web_port}", args.token)
+        url = args.url or f"http://127.0.0.1:{settings.web_port}"
+        return process_backorders(args.tenant, url, args.token, as_json=args.json)
 
     if args.command == "produce":
         from agents.demo import produce_file
@@ -84,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def process_backorders(tenant: str, url: str, token: str | None) -> int:
-    import json
-    import os
+def package_version() -> str:
+    try:
+        return version("inventory-fleet")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "unknown"
+
+
+def process_backorders(tenant: str, url: str, token: str | None, as_json: bool = False) -> int:
     import urllib.error
     import urllib.request
 
@@ -107,6 +124,9 @@ def process_backorders(tenant: str, url: str, token: str | None) -> int:
     except OSError as exc:
         print(f"error: could not reach {url}: {exc}", file=sys.stderr)
         return 1
+    if as_json:
+        print(json.dumps(answer))
+        return 0
     print(
         f"processed {answer['processed_count']} backorder(s): {answer['fulfilled_count']} fulfilled, "
         f"{answer['still_pending_count']} still pending"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -70,6 +72,27 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+# INVENTORY_* variables read by something other than Settings: the CLI's token, and the test suites'.
+OTHER_VARIABLES = frozenset({"INVENTORY_API_TOKEN"})
+OTHER_PREFIXES = ("INVENTORY_TEST_", "INVENTORY_FAULTS_")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per INVENTORY_* variable that names no setting (a misspelt one is otherwise ignored
+    silently), with the closest setting when there is one."""
+    known = {f"INVENTORY_{name.upper()}" for name in Settings.model_fields}
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("INVENTORY_") or name in known or name in OTHER_VARIABLES:
+            continue
+        if name.startswith(OTHER_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"warning: {name} is not a setting and is ignored{hint}")
+    return warnings
 
 
 def token_tenants(settings: Settings) -> dict[str, str]:
