@@ -8,8 +8,10 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from agents.settings import get_settings, unknown_variables
-from agents.topology import load_topology
+from confluent_kafka import KafkaError, KafkaException
+
+from agents.settings import Settings, get_settings, unknown_variables
+from agents.topology import Topology, load_topology
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +45,16 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     topology = load_topology(settings.topics_file, settings.replication_factor)
+    try:
+        return run_command(args, settings, topology)
+    except KafkaException as exc:  # the broker is down or unreachable: one line, not a traceback
+        error = exc.args[0] if exc.args else exc
+        reason = error.str() if isinstance(error, KafkaError) else str(error)
+        print(f"error: Kafka at {settings.kafka_bootstrap}: {reason}", file=sys.stderr)
+        return 1
 
+
+def run_command(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
     if args.command == "topics":
         from agents.admin import apply_topics, check_topology
 

@@ -30,7 +30,8 @@ class ApplyReport:
 
 
 def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, "log_level": 4})
+    # Connection failures come back as the KafkaException the CLI turns into one line: no log lines too.
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, "log_level": 2})
 
 
 def apply_topics(topology: Topology, bootstrap: str, timeout: float = 30.0) -> ApplyReport:
