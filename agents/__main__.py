@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     sync.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for an outcome per attempt (default 30)"
     )
+    sync.add_argument("--json", action="store_true", help="print the report as one JSON object")
     process = sub.add_parser("process-backorders", help="re-run a tenant's backorder queues now (via the HTTP API)")
     process.add_argument("--tenant", required=True)
     process.add_argument("--url", default=None, help="a worker's base URL (default: this host's INVENTORY_WEB_PORT)")
@@ -103,7 +104,7 @@ def run_command(args: argparse.Namespace, settings: Settings, topology: Topology
     if args.command == "sync":
         from agents.sync import run_sync
 
-        return run_sync(settings, topology, args.file, attempts=args.attempts, timeout=args.timeout)
+        return run_sync(settings, topology, args.file, attempts=args.attempts, timeout=args.timeout, as_json=args.json)
     return 2
 
 

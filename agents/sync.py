@@ -590,7 +590,37 @@ def render_report(report: SyncReport) -> Group:
     return Group(*parts)
 
 
-def run_sync(settings: Settings, topology: Topology, path: str, attempts: int, timeout: float) -> int:
+def report_json(report: SyncReport) -> dict[str, Any]:
+    """The report as one JSON object (`sync --json`): totals, then every line's outcome in line order."""
+    return {
+        "total": report.total,
+        "succeeded": len(report.succeeded),
+        "failed": len(report.failed),
+        "retries": report.retries,
+        "interrupted": report.interrupted,
+        "total_value": str(report.total_value),
+        "exit_code": report.exit_code,
+        "lines": [
+            {
+                "line": o.line,
+                "ok": o.ok,
+                "result": o.result,
+                "message": o.message,
+                "tenant_id": o.tenant_id,
+                "order_id": o.order_id,
+                "event_id": o.event_id,
+                "attempts": o.attempts,
+                "total_value": None if o.total_value is None else str(o.total_value),
+                "warning": o.warning,
+            }
+            for o in sorted(report.outcomes, key=lambda o: o.line)
+        ],
+    }
+
+
+def run_sync(
+    settings: Settings, topology: Topology, path: str, attempts: int, timeout: float, as_json: bool = False
+) -> int:
     """`python -m agents sync --file FILE`: returns the exit code (0: every line succeeded)."""
     console, errors = Console(), Console(stderr=True)
     if attempts < 1 or not math.isfinite(timeout) or timeout <= 0:
@@ -605,6 +635,9 @@ def run_sync(settings: Settings, topology: Topology, path: str, attempts: int, t
     except (OSError, UnicodeDecodeError) as exc:
         errors.print(f"[red]error:[/] cannot read {path}: {exc}")
         return 1
-    report = sync_snapshots(settings, topology, entries, attempts, timeout, progress=True, line_numbers=numbers)
-    console.print(render_report(report))
+    report = sync_snapshots(settings, topology, entries, attempts, timeout, progress=not as_json, line_numbers=numbers)
+    if as_json:
+        print(json.dumps(report_json(report)))
+    else:
+        console.print(render_report(report))
     return report.exit_code

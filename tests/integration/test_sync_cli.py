@@ -17,7 +17,9 @@ from tests.support.broker import ROOT
 from tests.support.fleet import Fleet, wait_until
 
 
-def run_sync(fleet: Fleet, path: Path, snapshots: list[dict[str, Any] | str]) -> subprocess.CompletedProcess[str]:
+def run_sync(
+    fleet: Fleet, path: Path, snapshots: list[dict[str, Any] | str], *options: str
+) -> subprocess.CompletedProcess[str]:
     path.write_text("".join((s if isinstance(s, str) else json.dumps(s)) + "\n" for s in snapshots))
     env = {
         **os.environ,
@@ -26,7 +28,7 @@ def run_sync(fleet: Fleet, path: Path, snapshots: list[dict[str, Any] | str]) ->
         "COLUMNS": "240",  # rich tables: wide enough that no cell folds
     }
     return subprocess.run(
-        [sys.executable, "-m", "agents", "sync", "--file", str(path), "--timeout", "20"],
+        [sys.executable, "-m", "agents", "sync", "--file", str(path), "--timeout", "20", *options],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -102,16 +104,13 @@ def test_a_file_of_successful_snapshots_exits_0(fleet: Fleet, tenant: str, tmp_p
     for order_id in ("O1", "O2", "O3"):
         outcome(fleet, tenant, order_id, "OrderInventoryAllocated")
 
-    proc = run_sync(
-        fleet,
-        tmp_path / "ok.jsonl",
-        [
-            events.snapshot(tenant, "O1", "C1", [("L1", "A", 2)]),
-            events.snapshot(tenant, "O2", "C1", [("L1", "A", 3), ("L2", "B", 1)]),
-            events.snapshot(tenant, "O3", "C1", [("L1", "B", 5)], status="CANCELLED"),
-            events.snapshot(tenant, "O2", "C1", [("L1", "A", 2), ("L2", "B", 1)]),  # the same order again, later
-        ],
-    )
+    snapshots: list[dict[str, Any] | str] = [
+        events.snapshot(tenant, "O1", "C1", [("L1", "A", 2)]),
+        events.snapshot(tenant, "O2", "C1", [("L1", "A", 3), ("L2", "B", 1)]),
+        events.snapshot(tenant, "O3", "C1", [("L1", "B", 5)], status="CANCELLED"),
+        events.snapshot(tenant, "O2", "C1", [("L1", "A", 2), ("L2", "B", 1)]),  # the same order again, later
+    ]
+    proc = run_sync(fleet, tmp_path / "ok.jsonl", snapshots)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert {n: (r[2], r[4]) for n, r in result_rows(proc.stdout).items()} == {
@@ -127,3 +126,14 @@ def test_a_file_of_successful_snapshots_exits_0(fleet: Fleet, tenant: str, tmp_p
         30,
         "O2's last snapshot to win and O3's hold to be released",
     )
+    # The same file again, as JSON: each snapshot gets the answer it got the first time.
+    again = run_sync(fleet, tmp_path / "ok.jsonl", snapshots, "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    report = json.loads(again.stdout)
+    assert (report["total"], report["succeeded"], report["failed"], report["exit_code"]) == (4, 4, 0, 0)
+    assert [(line["order_id"], line["result"]) for line in report["lines"]] == [
+        ("O1", "IN_SYNC"),
+        ("O2", "UPDATED"),
+        ("O3", "CANCELLED"),
+        ("O2", "UPDATED"),
+    ]
