@@ -195,8 +195,9 @@ def _open_order(
     ):
         return CustomerResult(state, [opened(None)])
     result = _price_order(state, placement_price_request(order, now), now, catalog, tier_discounts, window)
-    replies = [opened(reply) if isinstance(reply, OrderPriced) else reply for reply in result.replies]
-    return CustomerResult(result.state, replies, result.duplicate)
+    (reply,) = result.replies  # pricing answers with exactly one OrderPriced
+    assert isinstance(reply, OrderPriced)
+    return CustomerResult(result.state, [opened(reply)], result.duplicate)
 
 
 def _price_order(

@@ -240,10 +240,12 @@ class _Edit:
     again), and its lineage noted (agents/core/lineage.py: the state store writes only what changed).
     Nothing may change the dict after `done()`."""
 
-    def __init__(self, base: dict[str, Reservation]) -> None:
+    def __init__(self, base: dict[str, Reservation], drop: Iterable[str] = ()) -> None:
         self.base = base
         self.new = dict(base)
         self.changed: set[str] = set()
+        for rid in drop:
+            self.drop(rid)
 
     def get(self, rid: str) -> Reservation | None:
         return self.new.get(rid)
@@ -477,7 +479,7 @@ def _deallocate(ledger: SkuLedger, count: StockCounted, now: datetime) -> tuple[
             )
     recent = (*ledger.recent_lost, *lost)[-RECENT_LOST_KEPT:]
     soft = (*ledger.recent_soft, *notices)[-RECENT_SOFT_KEPT:]
-    kept = _without(ledger.reservations, dropped)
+    kept = _Edit(ledger.reservations, dropped).done()
     nxt = ledger.model_copy(update={"reservations": kept, "recent_lost": recent, "recent_soft": soft})
     return nxt, [*lost, *notices]
 
@@ -622,24 +624,11 @@ def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, 
     if victims is None:
         seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
         return LedgerResult(seen, [], [_reply(ledger, command, False, now, shortages=tuple(short))])
-    kept = _Edit(ledger.reservations)
-    for rid in (*order_reservations(ledger, command.order_id), *(r.reservation_id for r in victims)):
-        kept.drop(rid)
+    kept = _Edit(
+        ledger.reservations, (*order_reservations(ledger, command.order_id), *(r.reservation_id for r in victims))
+    )
     for line in command.lines:
-        rid = reservation_id(command.order_id, line.line_id)
-        kept.put(
-            Reservation(
-                reservation_id=rid,
-                kind="ORDER",
-                owner_id=command.order_id,
-                quantity=line.quantity,
-                location=line.location,
-                expires_at=command.expires_at,
-                priority=command.priority,
-                customer_id=command.customer_id,
-                reserved_at=now,
-            )
-        )
+        kept.put(_order_hold(command, line, line.quantity, now))
     need: dict[str, int] = {}
     for line in command.lines:
         need[line.location] = need.get(line.location, 0) + line.quantity
@@ -649,6 +638,21 @@ def _reserve(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, 
         changes["recent_soft"] = (*ledger.recent_soft, *notices)[-RECENT_SOFT_KEPT:]
     nxt = _next_version(ledger, changes, cid, command.command_id, now, window)
     return LedgerResult(nxt, [availability(nxt)], [_reply(nxt, command, True, now), *notices])
+
+
+def _order_hold(command: ReserveStock, line: LineRequest, quantity: int, now: datetime) -> Reservation:
+    """The reservation of `quantity` units for one line of a ReserveStock."""
+    return Reservation(
+        reservation_id=reservation_id(command.order_id, line.line_id),
+        kind="ORDER",
+        owner_id=command.order_id,
+        quantity=quantity,
+        location=line.location,
+        expires_at=command.expires_at,
+        priority=command.priority,
+        customer_id=command.customer_id,
+        reserved_at=now,
+    )
 
 
 def _preemption_victims(
@@ -792,9 +796,7 @@ def _consume(ledger: SkuLedger, command: ConsumeStock, cid: str, now: datetime, 
 def _reserve_or_queue(ledger: SkuLedger, command: ReserveStock, cid: str, now: datetime, window: int) -> LedgerResult:
     """Backorder policy: each line takes what is free at its location; the rest joins the queue."""
     mine = order_reservations(ledger, command.order_id)
-    kept = _Edit(ledger.reservations)
-    for rid in mine:
-        kept.drop(rid)
+    kept = _Edit(ledger.reservations, mine)
     queue = [q for q in ledger.backorders if q.order_id != command.order_id]
     # What the order held here is free for it again; so are the soft holds it converts (taken as it takes).
     own = _per_location(mine)
@@ -808,21 +810,8 @@ def _reserve_or_queue(ledger: SkuLedger, command: ReserveStock, cid: str, now: d
         take = min(line.quantity, max(free[line.location], 0))
         free[line.location] -= take
         taken[line.location] = taken.get(line.location, 0) + take
-        rid = reservation_id(command.order_id, line.line_id)
         if take:
-            kept.put(
-                Reservation(
-                    reservation_id=rid,
-                    kind="ORDER",
-                    owner_id=command.order_id,
-                    quantity=take,
-                    location=line.location,
-                    expires_at=command.expires_at,
-                    priority=command.priority,
-                    customer_id=command.customer_id,
-                    reserved_at=now,
-                )
-            )
+            kept.put(_order_hold(command, line, take, now))
         if take < line.quantity:
             queued.append(line.model_copy(update={"quantity": line.quantity - take}))
             bisect.insort(  # the queue is kept in order: a new line goes to its place, nothing is re-sorted
@@ -859,7 +848,7 @@ def _release(ledger: SkuLedger, command: ReleaseStock, cid: str, now: datetime, 
         # Nothing held (yet): remember the release so a late reservation for the order is refused.
         return LedgerResult(ledger.model_copy(update={"processed": (*ledger.processed, marker)[-window:]}))
     queue = tuple(q for q in ledger.backorders if q.order_id != command.order_id)
-    changes: dict[str, object] = {"reservations": _without(ledger.reservations, held), "backorders": queue}
+    changes: dict[str, object] = {"reservations": _Edit(ledger.reservations, held).done(), "backorders": queue}
     nxt = _next_version(ledger, changes, marker, command.command_id, now, window)
     return LedgerResult(nxt, [availability(nxt)])
 
@@ -934,9 +923,7 @@ def _soft_reserve(ledger: SkuLedger, command: SoftReserve, cid: str, now: dateti
     if short:
         seen = ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]})
         return LedgerResult(seen, [], [_soft_reply(ledger, command, False, now, shortages=tuple(short))])
-    kept = _Edit(ledger.reservations)
-    for rid in held:
-        kept.drop(rid)
+    kept = _Edit(ledger.reservations, held)
     for location, quantity in wanted.items():
         rid = soft_reservation_id(command.opportunity_id, location)
         before = held.get(rid)
@@ -964,16 +951,9 @@ def _soft_release(ledger: SkuLedger, command: SoftRelease, cid: str, now: dateti
     if not held:
         return LedgerResult(ledger.model_copy(update={"processed": (*ledger.processed, cid)[-window:]}))
     nxt = _next_version(
-        ledger, {"reservations": _without(ledger.reservations, held)}, cid, command.command_id, now, window
+        ledger, {"reservations": _Edit(ledger.reservations, held).done()}, cid, command.command_id, now, window
     )
     return LedgerResult(nxt, [availability(nxt)])
-
-
-def _without(reservations: dict[str, Reservation], dropped: Iterable[str]) -> dict[str, Reservation]:
-    edit = _Edit(reservations)
-    for rid in dropped:
-        edit.drop(rid)
-    return edit.done()
 
 
 def _new_on_hand(ledger: SkuLedger, movement: Movement) -> int:
