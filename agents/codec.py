@@ -96,7 +96,7 @@ class Codec:
         _, schema_id = _HEADER.unpack_from(data)
         schema = self.registry.by_id(schema_id)
         try:
-            return fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size :]), schema)
+            return from_avro_datum(fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size :]), schema))
         except Exception as exc:  # fastavro raises many types for corrupt input
             raise DecodeError(
                 "InvalidAvro", f"Avro body does not match schema id {schema_id}: {type(exc).__name__}: {exc}"
@@ -107,11 +107,21 @@ class Codec:
         schema = self.registry.schema(schema_file)
         buf = io.BytesIO()
         buf.write(_HEADER.pack(MAGIC_BYTE, self.registry.id_for(schema_file)))
-        datum: Any = record
-        if isinstance(schema, list):  # a topic's schema is a union of records named after event_type
-            datum = (f"{AVRO_NAMESPACE}.{record['event_type']}", record)
-        fastavro.schemaless_writer(buf, schema, datum)
+        fastavro.schemaless_writer(buf, schema, to_avro_datum(record, schema))
         return buf.getvalue()
+
+
+def to_avro_datum(record: dict[str, Any], schema: Any) -> Any:
+    """A JSON-shaped record (`model.model_dump(mode="json")`) as the datum fastavro writes with the parsed
+    topic schema `schema`: a topic's schema is a union of records named after event_type."""
+    if isinstance(schema, list):
+        return (f"{AVRO_NAMESPACE}.{record['event_type']}", record)
+    return record
+
+
+def from_avro_datum(datum: Any) -> Any:
+    """A datum fastavro read back as the JSON-shaped value the core's pydantic models accept."""
+    return datum
 
 
 def encode_json(model: BaseModel) -> bytes:
