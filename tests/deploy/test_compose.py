@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,63 @@ def test_the_single_broker_can_run_transactions() -> None:
     assert int(env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"]) == 1
     assert int(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == 1
     assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 1
+
+
+# --- the Compose Specification ---------------------------------------------------------------------------
+# The official JSON schema of the compose spec (compose-spec/compose-spec, schema/compose-spec.json), as
+# check-jsonschema ships it (pinned in the dev extras: the schema changes only with that pin), validated
+# with jsonschema (pinned too).
+
+
+def compose_spec_schema() -> dict[str, Any]:
+    from importlib.resources import files
+
+    schema: dict[str, Any] = json.loads(
+        (files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text(encoding="utf-8")
+    )
+    return schema
+
+
+@cache
+def compose_spec_validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    schema = compose_spec_schema()
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def compose_spec_errors(document: Any) -> list[str]:
+    validator = compose_spec_validator()
+    return [
+        f"{'/'.join(str(p) for p in error.absolute_path) or '(top)'}: {error.message}"
+        for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+
+
+def test_the_schema_is_the_compose_specification() -> None:
+    schema = compose_spec_schema()
+    assert (schema["title"], schema["$id"]) == ("Compose Specification", "compose_spec.json")
+    assert {"services", "volumes", "networks"} <= set(schema["properties"])
+
+
+def test_docker_compose_yml_follows_the_compose_specification() -> None:
+    assert compose_spec_errors(compose()) == []
+
+
+@pytest.mark.parametrize(
+    ("break_it", "complaint"),
+    [
+        (lambda c: c["services"]["worker-1"].update(imagee="x"), "imagee"),  # a misspelt key
+        (lambda c: c["services"]["prometheus"].update(ports=[{"target": 9090, "protocol": 5}]), "protocol"),
+        (lambda c: c["services"]["worker-1"].update(depends_on={"kafka": {"condition": "ready"}}), "ready"),
+        (lambda c: c["services"]["grafana"].update(restart=["always"]), "restart"),  # a list, not a string
+        (lambda c: c.update(volumez={}), "volumez"),  # unknown top-level key
+    ],
+)
+def test_an_invalid_compose_file_fails_the_schema(break_it: Any, complaint: str) -> None:
+    broken = compose()
+    break_it(broken)
+    errors = compose_spec_errors(broken)
+    assert errors, "the schema accepted a broken compose file"
+    assert any(complaint in error for error in errors), errors
