@@ -1,4 +1,5 @@
-"""Command line: `python -m agents worker | topics apply | topics check | demo | produce | sync`."""
+"""Command line: `python -m agents worker | topics apply | topics check | schemas register | schemas check |
+demo | produce | sync | process-backorders`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     topics = sub.add_parser("topics", help="topic administration from topics.yaml")
     topics.add_argument("action", choices=["apply", "check"])
     topics.add_argument("--json", action="store_true", help="check: print the result as one JSON object")
+    schemas = sub.add_parser("schemas", help="the fleet's Avro schemas in the schema registry")
+    schemas.add_argument(
+        "action",
+        choices=["register", "check"],
+        help="register: every topic's schema under <topic>-value; check: list the subjects that lack theirs",
+    )
+    schemas.add_argument("--json", action="store_true", help="print the result as one JSON object")
     demo = sub.add_parser("demo", help="produce a demo feed and show a live summary")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
     produce = sub.add_parser("produce", help="produce JSON events (one per line) to an input topic")
@@ -84,6 +92,9 @@ def run_command(args: argparse.Namespace, settings: Settings, topology: Topology
             print(f"  created {name}")
         return 0
 
+    if args.command == "schemas":
+        return schemas_command(args.action, settings, topology, as_json=args.json)
+
     if args.command == "worker":
         return run_worker(args.loglevel or settings.log_level)
 
@@ -106,6 +117,40 @@ def run_command(args: argparse.Namespace, settings: Settings, topology: Topology
 
         return run_sync(settings, topology, args.file, attempts=args.attempts, timeout=args.timeout, as_json=args.json)
     return 2
+
+
+def schemas_command(action: str, settings: Settings, topology: Topology, as_json: bool = False) -> int:
+    if not settings.schema_registry_url:
+        print("error: no schema registry: set INVENTORY_SCHEMA_REGISTRY_URL", file=sys.stderr)
+        return 2
+    from confluent_kafka.schema_registry import SchemaRegistryError
+
+    from agents.codec import RegistryUnavailable
+    from agents.registry import RegistrySerde
+
+    serde = RegistrySerde(settings, topology)
+    subjects = serde.subjects()
+    try:
+        if action == "register":
+            ids = {subject.name: serde.register(subject) for subject in subjects}
+            result: dict[str, object] = {"ok": True, "registry": settings.schema_registry_url, "registered": ids}
+            lines = [f"  {name}: id {schema_id}" for name, schema_id in ids.items()]
+            summary = f"registered {len(ids)} subjects at {settings.schema_registry_url}"
+        else:
+            missing = serde.missing(subjects)
+            result = {"ok": not missing, "registry": settings.schema_registry_url, "missing": missing}
+            lines = [f"  missing: {name}" for name in missing]
+            summary = f"{len(subjects) - len(missing)} of {len(subjects)} subjects hold the fleet's schema"
+    except (SchemaRegistryError, RegistryUnavailable) as exc:
+        print(f"error: schema registry at {settings.schema_registry_url}: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(summary)
+        for line in lines:
+            print(line)
+    return 0 if result["ok"] else 1
 
 
 def package_version() -> str:

@@ -198,9 +198,15 @@ class ReadModels:
         self._caught_up = False
         self._last_message_at: float | None = None
         self._started_at: float | None = None
+        self._polled_at: float | None = None  # monotonic time the thread last went round its loop
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.skipped = 0  # records that could not be read
+        self._avro: Any = None  # with a schema registry, view records come as Avro (agents/registry.py)
+        if settings.schema_registry_url:
+            from agents.registry import RegistrySerde
+
+            self._avro = RegistrySerde(settings, topology)
         self._skip_window = (0.0, 0)  # (window start, lines logged in it)
 
     # ---- feeding ---------------------------------------------------------------------------------------
@@ -208,6 +214,8 @@ class ReadModels:
     def apply(self, topic_id: str, key: bytes | None, value: bytes | None) -> bool:
         """Apply one record of the view topic `topic_id`; False (logged, nothing changed) if unreadable."""
         try:
+            if value and value[0] == 0 and self._avro is not None:  # the Confluent framing's magic byte
+                value = orjson.dumps(self._avro.decode(topic_id, value), default=str)
             change = decode(topic_id, key, value)
         except Exception as exc:
             self._skip(topic_id, key, exc)
@@ -341,6 +349,12 @@ class ReadModels:
         """The thread found every view topic and assigned all their partitions."""
         return self._assigned
 
+    def stalled_for(self) -> float | None:
+        """Seconds since the thread last went round its consume loop (it does every 0.1 s, or every second
+        while it cannot connect); None before it started."""
+        polled = self._polled_at
+        return None if polled is None else max(time.monotonic() - polled, 0.0)
+
     # ---- the thread ------------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -359,6 +373,7 @@ class ReadModels:
         consumer: Any = None
         measured = 0.0
         while not self._stopping.is_set():
+            self._polled_at = time.monotonic()
             try:
                 if consumer is None:
                     consumer = self._connect()

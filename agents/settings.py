@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Mapping
 from decimal import Decimal
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -15,13 +16,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def shipped(name: str) -> Path:
+    """topics.yaml or schemas/: the checkout's own (at the top of the repository) when run from a checkout,
+    else the copy the installed package carries as package data (agents/topics.yaml, agents/schemas)."""
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / name).exists():
+        return PROJECT_ROOT / name
+    # A wheel installs as plain files, so the resource is a real path the worker can open.
+    return Path(str(files("agents").joinpath(name)))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INVENTORY_", env_file=".env", extra="ignore", frozen=True)
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
     app_id: str = Field("inventory-fleet", description="the consumer group of the fleet (and its changelogs' names)")
-    topics_file: Path = Field(PROJECT_ROOT / "topics.yaml", description="the topic contract")
-    schemas_dir: Path = Field(PROJECT_ROOT / "schemas", description="Avro schemas (.avsc)")
+    topics_file: Path = Field(shipped("topics.yaml"), description="the topic contract")
+    schemas_dir: Path = Field(shipped("schemas"), description="Avro schemas (.avsc)")
     replication_factor: int | None = Field(None, description="overrides every topic's replication factor")
     data_dir: Path = Field(Path("data/worker-1"), description="where this worker keeps its RocksDB files")
     web_host: str = Field("127.0.0.1", description="interface of the HTTP server (views, /metrics)")
@@ -55,8 +65,13 @@ class Settings(BaseSettings):
     http_max_concurrent: int = Field(64, description="HTTP requests handled at once; more get 503 + Retry-After")
     http_timeout_s: float = Field(5.0, description="an HTTP request taking longer gets 503 + Retry-After")
     log_json: bool = Field(False, description="log one JSON object per line instead of text")
-    schema_registry_url: str | None = Field(None, description="Confluent schema registry; outputs go Avro")
+    schema_registry_url: str | None = Field(
+        None, description="Confluent-compatible schema registry: Avro in by registry id, and Avro outputs"
+    )
     schema_registry_auth: SecretStr | None = Field(None, description="user:password for the registry")
+    schema_registry_auto_register: bool = Field(
+        False, description="register output schemas as they are produced (off: `python -m agents schemas register`)"
+    )
     reservation_hold_s: int = Field(900, description="how long an order's reservation holds after its order_date")
     expiry_tick_s: float = Field(1.0, description="how often each worker checks its partitions for due expiries")
     api_tokens: SecretStr | None = Field(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agents.codec import Codec, DecodeError
+from agents.codec import Codec, DecodeError, RegistryUnavailable
 from agents.core.events import InvalidEvent, check_tenant_key, parse_input
 from agents.core.ids import entity_key
 from agents.core.routing import route
@@ -46,7 +46,7 @@ class Intake:
         started = time.perf_counter()
         payload: Any = None
         try:
-            payload = self.codec.decode(value)
+            payload = self.codec.decode(value, self.topic_id)
             parsed = parse_input(self.topic_id, payload)
             check_tenant_key(key, parsed.tenant_id)
             target = route(parsed)
@@ -77,6 +77,8 @@ class Intake:
             checked(out)
         except (DecodeError, InvalidEvent) as exc:
             return [self._dead_letter(where, key, value, headers, exc.error, exc.reason, payload)]
+        except RegistryUnavailable:
+            raise  # not the record's fault: the application stops and starts again on the same offsets
         except Exception as exc:  # never let one record stop the partition
             log.exception("intake %s failed on %s[%d]@%d", self.topic_id, where.topic, where.partition, where.offset)
             return [

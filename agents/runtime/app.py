@@ -18,8 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 from confluent_kafka import Producer
 from quixstreams import Application, message_context
 from quixstreams.models import TopicConfig
@@ -50,10 +51,22 @@ TICKED = ("order_commands", "opportunity_commands")
 
 
 class OutSerializer(Serializer):
-    """Writes the bytes a processor produced (`Out.value`)."""
+    """Writes the bytes a processor produced (`Out.value`, JSON); with a schema registry, a record of an
+    output or view topic goes as Avro under its topic's subject instead (agents/registry.py)."""
+
+    def __init__(self, avro: AvroEncoder | None = None, avro_topics: frozenset[str] = frozenset()) -> None:
+        self.avro = avro
+        self.avro_topics = avro_topics
 
     def __call__(self, value: Any, ctx: SerializationContext) -> bytes:
-        return value.value if isinstance(value, Out) else bytes(value)
+        data = value.value if isinstance(value, Out) else bytes(value)
+        if self.avro is not None and ctx.topic in self.avro_topics:
+            return self.avro.encode(ctx.topic, orjson.loads(data))
+        return data
+
+
+class AvroEncoder(Protocol):
+    def encode(self, topic_name: str, record: dict[str, Any]) -> bytes: ...
 
 
 def consumed_topics(topology: Topology) -> list[str]:
@@ -115,7 +128,13 @@ def build(settings: Settings, topology: Topology) -> tuple[Application, dict[str
         auto_create_topics=True,  # Quix's changelog topics; the fleet's own come from `topics apply`
         request_timeout=30,
     )
-    serializer = OutSerializer()
+    serde = None
+    if settings.schema_registry_url:
+        from agents.registry import RegistrySerde
+
+        serde = RegistrySerde(settings, topology)
+    avro_topics = frozenset(spec.name for tid, spec in topology.topics.items() if serde and serde.produced_as_avro(tid))
+    serializer = OutSerializer(serde, avro_topics)
     topics = {
         tid: app.topic(
             spec.name,
@@ -129,7 +148,7 @@ def build(settings: Settings, topology: Topology) -> tuple[Application, dict[str
         )
         for tid, spec in topology.topics.items()
     }
-    codec = Codec(LocalSchemaRegistry(settings.schemas_dir))
+    codec = Codec(LocalSchemaRegistry(settings.schemas_dir), serde)
     widths = {tid: spec.partitions for tid, spec in topology.topics.items()}
     processors: dict[str, Callable[..., list[Out]]] = {
         "sku_commands": LedgerProcessor(widths["sku_commands"], settings.dedup_window, settings.state_cache_entries),
@@ -267,6 +286,19 @@ def run_worker(settings: Settings, topology: Topology) -> int:
 
     apply_topics(topology, settings.kafka_bootstrap)
     apply_topics(topology.changelogs(settings.app_id), settings.kafka_bootstrap)
+    if settings.schema_registry_url and not settings.schema_registry_auto_register:
+        from agents.registry import AVRO_ROLES, RegistrySerde
+
+        serde = RegistrySerde(settings, topology)
+        missing = serde.missing(serde.subjects(AVRO_ROLES))
+        if missing:
+            log.error(
+                "the schema registry at %s lacks the fleet's schemas for %s: run `python -m agents schemas"
+                " register` (or set INVENTORY_SCHEMA_REGISTRY_AUTO_REGISTER=true)",
+                settings.schema_registry_url,
+                ", ".join(missing),
+            )
+            return 1
     metrics.initialize(list(STATEFUL), PLACEMENT_OUTCOMES)
     app, _ = build(settings, topology)
     readmodels = ReadModels(settings, topology)
