@@ -38,7 +38,7 @@ PositiveQty = Annotated[StrictInt, Field(gt=0, le=MAX_QTY)]
 NonNegativeQty = Annotated[StrictInt, Field(ge=0, le=MAX_QTY)]
 NonZeroDelta = Annotated[StrictInt, Field(ge=-MAX_QTY, le=MAX_QTY), AfterValidator(_non_zero)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6, allow_inf_nan=False)]
-Percentage = Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]
+Percentage = Annotated[Decimal, Field(ge=0, le=100, decimal_places=6, allow_inf_nan=False)]
 
 # Text fields and collections have maximum lengths, so that no record the fleet derives from an input (an
 # availability record, a customer view, a saga) grows without bound (docs/ARCHITECTURE.md, "Bounds").

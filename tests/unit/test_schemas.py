@@ -26,12 +26,20 @@ from agents.codec import AVRO_NAMESPACE, MAGIC_BYTE, Codec, DecodeError, LocalSc
 from agents.core.events import (
     INPUT_EVENTS_BY_TOPIC,
     AllocatedLine,
+    BackorderCancelled,
+    BackorderCreated,
+    BackorderFulfilled,
     CustomerPricingUpdated,
     CustomerUpserted,
     Event,
+    FulfillmentAccepted,
     FulfillmentCompleted,
+    FulfillmentCompletedEvent,
     FulfillmentItem,
+    FulfillmentRejected,
     FulfillmentStarted,
+    FulfillmentStatusChanged,
+    InvalidEvent,
     LocationAvailability,
     OpportunityInventoryAllocated,
     OpportunityInventoryPreempted,
@@ -41,6 +49,7 @@ from agents.core.events import (
     OpportunityLine,
     OpportunityUpserted,
     OrderAllocationRejected,
+    OrderBackordered,
     OrderCancelled,
     OrderInventoryAllocated,
     OrderInventoryReleased,
@@ -471,9 +480,12 @@ def test_an_input_event_survives_an_avro_round_trip_with_its_topic_schema(
     codec: Codec, topic_id: str, make: Callable[[], Event]
 ) -> None:
     event = make()
-    decoded = avro_round_trip(codec, event.model_dump(mode="json"), schema_file_of(topic_id))
-    assert decoded == event.model_dump(mode="json")
+    record = event.model_dump(mode="json")
+    decoded = avro_round_trip(codec, record, schema_file_of(topic_id))
+    assert set(decoded) == set(record)
     assert parse_input(topic_id, decoded) == event
+    # Money comes back as the same Decimal value (its text may differ: "12.50" -> "12.5"): lossless.
+    assert codec.encode_avro(decoded, schema_file_of(topic_id)) == codec.encode_avro(record, schema_file_of(topic_id))
 
 
 @pytest.mark.parametrize(("topic_id", "make"), [c[1:] for c in INPUT_CASES], ids=[c[0] for c in INPUT_CASES])
@@ -884,12 +896,14 @@ def test_a_modelled_output_survives_an_avro_round_trip(codec: Codec, make: Calla
     assert type(model) is model_class
     record = model.model_dump(mode="json")
     decoded = avro_round_trip(codec, record, schema_file_of(topic_id))
-    assert decoded == record
+    assert set(decoded) == set(record)
     assert type(model).model_validate(decoded) == model
+    assert codec.encode_avro(decoded, schema_file_of(topic_id)) == codec.encode_avro(record, schema_file_of(topic_id))
 
 
 def _out(event_type: str, **fields: Any) -> dict[str, Any]:
-    return {
+    """A sample record as the fleet writes it: built by its output model, dumped as JSON."""
+    record = {
         "event_id": "8d5e3c1a-4f2b-5a6c-9e7d-0b1c2d3e4f50",
         "event_type": event_type,
         "tenant_id": "acme-eu",
@@ -897,6 +911,25 @@ def _out(event_type: str, **fields: Any) -> dict[str, Any]:
         "causation_id": "evt-orderplaced-0001",
         **fields,
     }
+    return SAMPLED_MODELS[event_type].model_validate(record).model_dump(mode="json")
+
+
+SAMPLED_MODELS: dict[str, type[Output]] = {
+    "OrderBackordered": OrderBackordered,
+    "FulfillmentAccepted": FulfillmentAccepted,
+    "FulfillmentRejected": FulfillmentRejected,
+    "FulfillmentCompleted": FulfillmentCompletedEvent,
+    "FulfillmentStatusChanged": FulfillmentStatusChanged,
+    "BackorderCreated": BackorderCreated,
+    "BackorderFulfilled": BackorderFulfilled,
+    "BackorderCancelled": BackorderCancelled,
+}
+# What the fleet always writes in `status` of these records: their schemas give it as the default.
+STATUS_DEFAULTS = {
+    "FulfillmentAccepted": "IN_PROGRESS",
+    "FulfillmentRejected": "IN_PROGRESS",
+    "FulfillmentCompleted": "COMPLETED",
+}
 
 
 _ITEMS = [
@@ -906,7 +939,12 @@ _ITEMS = [
 _SHORT = [{"sku": "SKU-GADGET-007", "location": "WH-HAMBURG", "required": 5, "available": 2, "shortfall": 3}]
 _ORDER = {"order_id": "ORD-778899", "customer_id": "CUST-1001"}
 _FUL = {"fulfillment_id": "FUL-5501", "order_id": "ORD-778899"}
-_BACKORDER = {"backorder_id": "BO-ORD-778899-1", **_ORDER, "priority": "URGENT", "items": _ITEMS}
+_BACKORDER = {
+    "backorder_id": "BO-ORD-778899-1",
+    **_ORDER,
+    "priority": "URGENT",
+    "items": [{**item, "line_id": str(n)} for n, item in enumerate(_ITEMS, 1)],
+}
 
 # Output records that have no pydantic model yet: (topic id, sample as it would be on the wire).
 OUTPUT_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -917,7 +955,7 @@ OUTPUT_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
             **_ORDER,
             backorder_id="BO-ORD-778899-1",
             priority="URGENT",
-            items=_ITEMS[1:],
+            items=[{**_ITEMS[1], "line_id": "2"}],
             opportunity_id=None,
         ),
     ),
@@ -926,7 +964,9 @@ OUTPUT_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         _out(
             "FulfillmentAccepted",
             **_FUL,
+            status="IN_PROGRESS",
             items=_ITEMS,
+            shipping_method="GROUND",
             tracking_number="1Z999AA10123456784",
         ),
     ),
@@ -935,11 +975,12 @@ OUTPUT_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         _out(
             "FulfillmentRejected",
             **_FUL,
+            status="IN_PROGRESS",
             reason="QUANTITY_MISMATCH",
             items=_ITEMS,
         ),
     ),
-    "FulfillmentCompleted": ("fulfillments", _out("FulfillmentCompleted", **_FUL, items=_ITEMS)),
+    "FulfillmentCompleted": ("fulfillments", _out("FulfillmentCompleted", **_FUL, status="COMPLETED", items=_ITEMS)),
     "FulfillmentStatusChanged": (
         "fulfillments",
         _out(
@@ -953,7 +994,7 @@ OUTPUT_SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "BackorderCreated": ("backorders", _out("BackorderCreated", **_BACKORDER)),
     "BackorderFulfilled": ("backorders", _out("BackorderFulfilled", **_BACKORDER)),
-    "BackorderCancelled": ("backorders", _out("BackorderCancelled", **_BACKORDER, reason=None)),
+    "BackorderCancelled": ("backorders", _out("BackorderCancelled", **_BACKORDER, reason="CANCELLED")),
 }
 # Output records with their own topic, checked against their models above.
 SINGLE_RECORD_OUTPUTS = {"SkuAvailability", "DeadLetter"}
@@ -1037,3 +1078,95 @@ def test_undecodable_bytes_raise_a_decode_error_naming_the_problem(codec: Codec,
         codec.decode(data)
     assert info.value.error == error
     assert info.value.reason
+
+
+# ---- the fields every output model carries, and money as Avro decimals --------------------------------------
+
+
+@pytest.mark.parametrize("event_type", sorted(SAMPLED_MODELS))
+def test_a_sampled_output_record_has_the_fields_and_optionality_of_its_model(event_type: str) -> None:
+    topic_id, _ = OUTPUT_SAMPLES[event_type]
+    model = SAMPLED_MODELS[event_type]
+    records = _named_records(raw_schema(schema_file_of(topic_id)))
+    record = records_of(schema_file_of(topic_id))[event_type]
+    assert {f["name"] for f in record["fields"]} == set(model.model_fields)
+    for fld in record["fields"]:
+        info = model.model_fields[fld["name"]]
+        nullable = isinstance(fld["type"], list) and "null" in fld["type"]
+        assert nullable == (type(None) in typing.get_args(info.annotation)), fld["name"]
+        if fld["name"] == "event_type":
+            continue
+        if fld["name"] == "status" and event_type in STATUS_DEFAULTS:  # required, but always the same here
+            assert fld["default"] == STATUS_DEFAULTS[event_type]
+        else:
+            assert ("default" in fld) == (not info.is_required()), fld["name"]
+        nested = _nested_model(info.annotation)
+        if nested is not None:
+            items = fld["type"]["items"]
+            name = items if isinstance(items, str) else items["name"]
+            assert name == nested.__name__, fld["name"]
+            assert {f["name"] for f in records[name]["fields"]} == set(nested.model_fields), name
+
+
+def _decimal_fields(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, list):
+        for n in node:
+            yield from _decimal_fields(n, path)
+    elif isinstance(node, dict):
+        if node.get("logicalType") == "decimal":
+            yield path, node
+        for fld in node.get("fields", []):
+            yield from _decimal_fields(fld["type"], f"{path}.{fld['name']}")
+        for key in ("items", "values"):
+            if key in node:
+                yield from _decimal_fields(node[key], path)
+
+
+@pytest.mark.parametrize("schema_file", SCHEMA_FILES)
+def test_money_is_an_avro_decimal_38_6_and_percentages_9_6(schema_file: str) -> None:
+    for path, node in _decimal_fields(raw_schema(schema_file)):
+        expected = (9, 6) if path.endswith("discount_percentage") else (38, 6)
+        assert (node["type"], node["precision"], node["scale"]) == ("bytes", *expected), path
+
+    def strings(node: Any, path: str = "") -> Iterator[str]:  # no money field is left a string
+        if isinstance(node, list):
+            for n in node:
+                yield from strings(n, path)
+        elif isinstance(node, dict):
+            for fld in node.get("fields", []):
+                t = fld["type"]
+                if t == "string" or t == ["null", "string"]:
+                    yield fld["name"]
+                yield from strings(t)
+            for key in ("items", "values"):
+                if key in node:
+                    yield from strings(node[key])
+
+    money = {"unit_price", "unit_cost", "customer_price", "credit_limit", "credit_used", "order_value"}
+    money |= {"total_cost", "total_value", "open_exposure", "discount_percentage"}
+    assert not money & set(strings(raw_schema(schema_file)))
+
+
+def test_money_keeps_six_decimal_places_and_a_seventh_fails_at_encode(codec: Codec) -> None:
+    event = product_upserted_factory(unit_price=Decimal("19.999999"), unit_cost=Decimal("123456789012.000001"))
+    decoded = avro_round_trip(codec, event.model_dump(mode="json"), schema_file_of("products"))
+    assert (decoded["unit_price"], decoded["unit_cost"]) == ("19.999999", "123456789012.000001")
+    assert parse_input("products", decoded) == event
+    record = {**event.model_dump(mode="json"), "unit_price": "19.9999991"}
+    with pytest.raises(ValueError, match=r"unit_price: 19.9999991 has more than 6 decimal places"):
+        codec.encode_avro(record, schema_file_of("products"))
+    with pytest.raises(ValueError, match=r"unit_cost: 1E\+40 has more than 38 digits"):
+        codec.encode_avro({**record, "unit_price": "1", "unit_cost": "1E+40"}, schema_file_of("products"))
+
+
+def test_a_totals_decimal_beyond_the_default_context_precision_survives(codec: Codec) -> None:
+    big = "12345678901234567890123456789012.123456"  # 38 digits: more than Python's default 28
+    record = {**order_inventory_synced_factory().model_dump(mode="json"), "total_value": big}
+    assert avro_round_trip(codec, record, schema_file_of("allocations"))["total_value"] == big
+
+
+def test_a_discount_with_more_than_six_decimal_places_is_refused_at_intake() -> None:
+    event = customer_pricing_updated_factory().model_dump(mode="json")
+    event["updates"] = [{"sku": "SKU-1", "discount_percentage": "12.1234567"}]
+    with pytest.raises(InvalidEvent, match="discount_percentage"):
+        parse_input("customer_pricing", event)
