@@ -6,20 +6,23 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies from the lock (`make lock`): exact versions, each file checked against its hash. A layer of
+# its own, rebuilt only when the lock changes.
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes -r requirements.lock
+# Then the package alone. agents/topics.yaml and agents/schemas are symlinks to the top-level files, so those
+# are copied beside it; the wheel carries them as package data and Settings finds them there.
+COPY pyproject.toml README.md topics.yaml ./
+COPY schemas ./schemas
 COPY agents ./agents
-RUN /opt/venv/bin/pip install .
+RUN /opt/venv/bin/pip install --no-deps .
 
 
 FROM python:3.11-slim
 
-# The installed package lives in site-packages, so the topic contract and the Avro schemas are copied
-# next to it and named explicitly (Settings would otherwise look for them beside the package).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    INVENTORY_TOPICS_FILE=/app/topics.yaml \
-    INVENTORY_SCHEMAS_DIR=/app/schemas \
     INVENTORY_DATA_DIR=/data \
     INVENTORY_WEB_HOST=0.0.0.0 \
     INVENTORY_WEB_PORT=6066
@@ -30,8 +33,6 @@ RUN groupadd --system --gid 10001 inventory \
  && chown inventory:inventory /data
 
 COPY --from=build /opt/venv /opt/venv
-COPY topics.yaml /app/topics.yaml
-COPY schemas /app/schemas
 
 WORKDIR /app
 USER 10001:10001

@@ -98,3 +98,13 @@ bench-runtimes: install
 # Recovery time per 100 MB of changelog (starts and stops a broker of its own).
 bench-recovery: install
 	$(PY) -m bench.recovery $(BENCH_ARGS)
+
+# The hashed lock files from pyproject.toml's pins: requirements.lock (the runtime; the Docker image installs
+# it) and requirements-dev.lock (runtime + dev, constrained to the same versions). Versions already locked
+# stay as they are; LOCK_ARGS=--upgrade moves every unpinned transitive dependency to its newest release.
+.PHONY: lock
+LOCK := $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
+lock: install
+	$(LOCK) -o requirements.lock
+	$(LOCK) --extra dev --constraint requirements.lock -o requirements-dev.lock
