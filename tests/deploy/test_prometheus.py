@@ -1,12 +1,11 @@
 """deploy/prometheus: promtool accepts the configs and the rules, the rules' own unit tests pass, and every
-expression selects metrics the fleet exports. promtool is required: without it these tests fail (.ci/run
-installs it with Debian's prometheus package)."""
+expression selects metrics the fleet exports. The promtool is the one of the Prometheus docker-compose.yml
+runs (tests/support/promtool.py finds it, or builds it with Go from the module proxy, cached in .tools/);
+without it these tests fail."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 import yaml
 
 from tests.deploy.support import (
+    COMPOSE_FILE,
     K8S,
     PROMETHEUS,
     WORKER_JOB,
@@ -34,19 +34,17 @@ REQUIRED_ALERT_METRICS = {
     "inventory_order_allocation_seconds_bucket",
     "inventory_rebalances_total",
 }
-# Debian builds promtool without Kubernetes service discovery (its client library is not packaged).
-DEBIAN_NO_K8S_SD = "field kubernetes_sd_configs not found"
 
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool is not on PATH, so the Prometheus config and alert rules are not validated. Install it: "
-            "`apt-get install prometheus` (Debian's package ships promtool; .ci/run does this)."
-        )
-    return path
+    from tests.support.promtool import PromtoolUnavailable
+    from tests.support.promtool import promtool as matching_promtool
+
+    try:
+        return matching_promtool()
+    except PromtoolUnavailable as exc:
+        pytest.fail(f"no promtool of the compose image's version, so nothing here is validated: {exc}")
 
 
 def run(promtool: str, *args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
@@ -57,31 +55,31 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
 
 
-def without_kubernetes_sd(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with each kubernetes_sd_configs replaced by a static target, the rest untouched."""
-    for job in config["scrape_configs"]:
-        if job.pop("kubernetes_sd_configs", None) is not None:
-            job["static_configs"] = [{"targets": ["inventory-worker-0.inventory-worker.inventory.svc:6066"]}]
-    return config
+def test_promtool_is_the_version_compose_runs(promtool: str) -> None:
+    from tests.support.promtool import compose_prometheus_version, version_of
+
+    compose_version = compose_prometheus_version()
+    assert load_yaml(COMPOSE_FILE)["services"]["prometheus"]["image"] == f"prom/prometheus:v{compose_version}"
+    assert version_of(promtool) == compose_version
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_promtool_check_config(promtool: str, name: str, tmp_path: Path) -> None:
+def test_promtool_check_config(promtool: str, name: str) -> None:
+    """The whole config, Kubernetes discovery included (a promtool built from Prometheus' source has it)."""
     result = run(promtool, "check", "config", name)
-    if result.returncode != 0 and DEBIAN_NO_K8S_SD in output(result):
-        # Check everything else with promtool; the discovery block itself in test_kubernetes_discovery.
-        warnings.warn(
-            f"{name}: this promtool has no Kubernetes discovery (Debian build); checked with a static target "
-            "in its place",
-            stacklevel=1,
-        )
-        config = without_kubernetes_sd(load_yaml(PROMETHEUS / name))
-        for rule_file in config.get("rule_files", []):
-            shutil.copy(PROMETHEUS / rule_file, tmp_path / rule_file)
-        (tmp_path / name).write_text(yaml.safe_dump(config, sort_keys=False))
-        result = run(promtool, "check", "config", name, cwd=tmp_path)
     assert result.returncode == 0, output(result)
     assert "SUCCESS" in result.stdout
+
+
+def test_promtool_rejects_a_broken_config(promtool: str, tmp_path: Path) -> None:
+    config = load_yaml(PROMETHEUS / "prometheus-kubernetes.yml")
+    config["scrape_configs"][0]["kubernetes_sd_configs"][0]["role"] = "pods"  # not a role
+    for rule_file in config.get("rule_files", []):
+        (tmp_path / rule_file).write_text((PROMETHEUS / rule_file).read_text())
+    (tmp_path / "broken.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = run(promtool, "check", "config", "broken.yml", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "pods" in output(result)
 
 
 def test_promtool_check_rules(promtool: str) -> None:
